@@ -1,0 +1,143 @@
+"""The `tidings` command. Errors end with one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tidings import errors, keys
+from tidings import log as logging_setup
+from tidings.clock import SystemClock
+from tidings.config import Settings
+from tidings.db import migrate
+from tidings.db.engine import make_engine
+
+app = typer.Typer(
+    help="Tidings: self-hosted marketing automation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def settings() -> Settings:
+    return Settings()
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    worker: Annotated[bool, typer.Option(help="Run the worker in this process.")] = True,
+    workers: Annotated[int, typer.Option(help="API processes (uvicorn workers).")] = 1,
+) -> None:
+    """Serve the HTTP API (and the worker, unless --no-worker)."""
+    import uvicorn
+
+    from tidings.api.app import create_app
+    from tidings.worker import Worker
+
+    config = settings()
+    logging_setup.configure(config.log_level, config.log_format)
+    engine = make_engine(config)
+    if config.is_sqlite:
+        migrate.upgrade(engine)
+    if worker:
+        Worker(config, engine, SystemClock()).start_thread()
+    if workers > 1:
+        uvicorn.run(
+            "tidings.api.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+        )
+    else:
+        uvicorn.run(create_app(config, engine), host=host, port=port, log_config=None)
+
+
+@app.command("worker")
+def run_worker() -> None:
+    """Run the worker alone (add as many as you like on PostgreSQL)."""
+    import threading
+
+    from tidings.worker import Worker
+
+    config = settings()
+    logging_setup.configure(config.log_level, config.log_format)
+    stop = threading.Event()
+    try:
+        Worker(config, make_engine(config), SystemClock()).run_forever(stop)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply the schema migrations up to REVISION (default: the newest)."""
+    config = settings()
+    migrate.upgrade(make_engine(config), revision)
+    console.print(f"Database at revision {revision}.")
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[str, typer.Option(help="admin | write | read")],
+    name: Annotated[str, typer.Option(help="What the key is for.")] = "",
+) -> None:
+    """Create an API key and print it once (it is stored hashed)."""
+    engine = make_engine(settings())
+    with engine.begin() as conn:
+        key, secret = keys.create(conn, SystemClock(), scope, name)
+    err_console.print(f"Created {key.scope} key {key.prefix}. It is shown once; keep it safe:")
+    print(secret)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List the active keys (prefix, scope, name; never the secret)."""
+    engine = make_engine(settings())
+    with engine.connect() as conn:
+        rows = keys.list_keys(conn)
+    table = Table("prefix", "scope", "name", "created")
+    for row in rows:
+        table.add_row(
+            str(row["prefix"]), str(row["scope"]), str(row["name"]), str(row["created_at"])
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(prefix: str) -> None:
+    """Revoke the key with PREFIX (it stops working within the key cache time)."""
+    engine = make_engine(settings())
+    with engine.begin() as conn:
+        keys.revoke(conn, SystemClock(), prefix)
+    console.print(f"Revoked {prefix}.")
+
+
+def main() -> None:
+    """Entry point: maps our errors and bad settings to one line and exit code 2."""
+    from pydantic import ValidationError
+
+    try:
+        app(standalone_mode=True)
+    except errors.TidingsError as exc:
+        err_console.print(f"error: {exc.message}", highlight=False)
+        sys.exit(2)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        err_console.print(f"error: setting {where}: {first['msg']}", highlight=False)
+        sys.exit(2)

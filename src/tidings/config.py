@@ -1,0 +1,85 @@
+"""Settings, read once from the environment (``TIDINGS_*``) and passed down explicitly.
+
+Each field's description is its documentation: ``docs/reference/configuration.md`` is
+generated from this class and a test fails when a setting has no description.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tidings import errors
+
+DEFAULT_SECRET = "dev-only-insecure-secret-change-me"  # noqa: S105 - refused in production
+
+
+class Settings(BaseSettings):
+    """Every knob Tidings has. Environment variables are the field names, upper-cased,
+    with the ``TIDINGS_`` prefix (``TIDINGS_DATABASE_URL``)."""
+
+    model_config = SettingsConfigDict(env_prefix="TIDINGS_", extra="ignore", frozen=True)
+
+    env: Literal["development", "production"] = Field(
+        "development",
+        description="`production` refuses to start with the default secret key.",
+    )
+    database_url: str = Field(
+        "sqlite:///./tidings.db",
+        description="SQLAlchemy URL of the database: `sqlite:///path.db` for one machine, "
+        "`postgresql://user@host/db` for many workers.",
+    )
+    base_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="Public URL of this server, used in links that leave it (tracking, "
+        "unsubscribe).",
+    )
+    secret_key: SecretStr = Field(
+        SecretStr(DEFAULT_SECRET),
+        description="Server secret for signed tokens. Set a long random value in production.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level of log lines written."
+    )
+    log_format: Literal["json", "text"] = Field(
+        "text", description="`json`: one JSON object per line; `text`: readable key=value lines."
+    )
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        "FULL",
+        description="SQLite `synchronous` pragma. `FULL` makes every accepted event survive a "
+        "power cut; `NORMAL` survives a process crash only, and is faster.",
+    )
+    db_pool_size: int = Field(
+        10, ge=1, le=200, description="Connections kept open per process (PostgreSQL)."
+    )
+    max_event_bytes: int = Field(
+        32 * 1024, ge=1024, description="Largest single event accepted by the ingest API."
+    )
+    max_batch_bytes: int = Field(
+        500 * 1024, ge=1024, description="Largest `/v1/batch` request body accepted."
+    )
+    worker_poll_seconds: float = Field(
+        0.2, gt=0, le=60, description="How long an idle worker waits before looking for work."
+    )
+    worker_batch_size: int = Field(
+        2000, ge=1, le=100_000, description="Events a worker applies per transaction."
+    )
+    api_key_cache_seconds: float = Field(
+        10.0,
+        ge=0,
+        le=300,
+        description="How long a verified API key is remembered in memory; a revoked key stops "
+        "working after at most this long.",
+    )
+
+    @model_validator(mode="after")
+    def _refuse_default_secret_in_production(self) -> Settings:
+        if self.env == "production" and self.secret_key.get_secret_value() == DEFAULT_SECRET:
+            raise errors.ConfigError("TIDINGS_SECRET_KEY must be set in production.")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

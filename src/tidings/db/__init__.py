@@ -1,0 +1,1 @@
+"""The store: engine set-up, tables and migrations."""
