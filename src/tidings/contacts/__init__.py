@@ -1,0 +1,1 @@
+"""Contacts: profiles, identity, lists and consent, import and export."""

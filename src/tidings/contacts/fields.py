@@ -1,0 +1,201 @@
+"""Normalising contact fields, and mapping free-form traits (Segment `identify`, CSV rows,
+API bodies) onto the profile. One set of rules for every way a contact arrives.
+
+Each normaliser returns the canonical value or raises `InvalidInput` naming the field."""
+
+from __future__ import annotations
+
+import functools
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import phonenumbers
+from babel import Locale, UnknownLocaleError
+from email_validator import EmailNotValidError, validate_email
+
+from tidings import errors
+
+#: Profile columns a contact has besides its custom attributes.
+PROFILE_FIELDS = (
+    "external_id",
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "locale",
+    "timezone",
+    "country",
+    "lifecycle_stage",
+)
+
+#: Trait names (lower-cased, without `_`/`-`/spaces) that land on a profile column.
+TRAIT_ALIASES = {
+    "email": "email",
+    "emailaddress": "email",
+    "phone": "phone",
+    "phonenumber": "phone",
+    "mobile": "phone",
+    "firstname": "first_name",
+    "lastname": "last_name",
+    "locale": "locale",
+    "language": "locale",
+    "timezone": "timezone",
+    "tz": "timezone",
+    "country": "country",
+    "countrycode": "country",
+    "lifecyclestage": "lifecycle_stage",
+    "stage": "lifecycle_stage",
+}
+
+
+def alias_key(name: str) -> str:
+    """`First Name`, `first_name`, `firstName` -> `firstname`."""
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+@functools.lru_cache(maxsize=65536)
+def email(value: str, where: str = "email") -> str:
+    """Syntax-checked (no DNS), IDNA-decoded, lower-cased address."""
+    try:
+        checked = validate_email(value.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise errors.InvalidInput.field(where, str(exc)) from None
+    return checked.normalized.lower()
+
+
+@functools.lru_cache(maxsize=65536)
+def phone(value: str, country: str | None = None, where: str = "phone") -> str:
+    """E.164 (`+4930123456`); numbers without `+` are read in the contact's country."""
+    try:
+        parsed = phonenumbers.parse(value, country)
+    except phonenumbers.NumberParseException:
+        raise errors.InvalidInput.field(
+            where, f"{value!r} is not a phone number (use +<country code><number>)"
+        ) from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise errors.InvalidInput.field(where, f"{value!r} is not a valid phone number")
+    result: str = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return result
+
+
+@functools.cache
+def _zones() -> dict[str, str]:
+    return {name.lower(): name for name in zoneinfo.available_timezones()}
+
+
+def timezone(value: str, where: str = "timezone") -> str:
+    """A canonical IANA zone name (`Europe/Berlin`), matched case-insensitively."""
+    found = _zones().get(value.strip().lower())
+    if found is None:
+        raise errors.InvalidInput.field(where, f"{value!r} is not an IANA time zone")
+    return found
+
+
+@functools.lru_cache(maxsize=4096)
+def locale(value: str, where: str = "locale") -> str:
+    """A BCP 47 tag (`pt-BR`) for any known locale, written with `-` or `_`."""
+    try:
+        parsed = Locale.parse(value.strip().replace("-", "_"))
+    except (UnknownLocaleError, ValueError, TypeError):
+        raise errors.InvalidInput.field(where, f"{value!r} is not a known locale") from None
+    return "-".join(p for p in (parsed.language, parsed.script, parsed.territory) if p)
+
+
+@functools.cache
+def _countries() -> frozenset[str]:
+    return frozenset(str(code) for code in Locale("en").territories if str(code).isalpha())
+
+
+def country(value: str, where: str = "country") -> str:
+    """An ISO 3166-1 alpha-2 code, upper case."""
+    code = value.strip().upper()
+    if code not in _countries():
+        raise errors.InvalidInput.field(where, f"{value!r} is not an ISO 3166 country code")
+    return code
+
+
+def _text(value: Any, where: str, limit: int) -> str:
+    text = value.strip() if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        raise errors.InvalidInput.field(where, f"longer than {limit} characters")
+    return text
+
+
+@dataclass
+class ContactChanges:
+    """What an input says about a contact: profile columns to set (None clears one) and
+    custom attributes to merge in."""
+
+    profile: dict[str, str | None] = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return not self.profile and not self.attributes
+
+
+def normalise_profile(values: Mapping[str, Any], where: str = "") -> dict[str, str | None]:
+    """Validate and normalise profile columns; all problems are reported together."""
+    out: dict[str, str | None] = {}
+    problems: list[errors.FieldError] = []
+    for name in PROFILE_FIELDS:
+        if name not in values:
+            continue
+        try:
+            out[name] = _normalise_one(name, values[name], values, f"{where}{name}")
+        except errors.InvalidInput as exc:
+            problems.extend(exc.fields)
+    if problems:
+        raise errors.InvalidInput(
+            "; ".join(f"{p.field}: {p.message}" for p in problems), fields=problems
+        )
+    return out
+
+
+def _normalise_one(name: str, value: Any, values: Mapping[str, Any], where: str) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if name in ("email", "phone", "locale", "timezone", "country") and not isinstance(value, str):
+        raise errors.InvalidInput.field(where, "must be a string")
+    if name == "email":
+        return email(value, where)
+    if name == "phone":
+        region = values.get("country")
+        region = region.strip().upper() if isinstance(region, str) and region.strip() else None
+        return phone(value, region, where)
+    if name == "locale":
+        return locale(value, where)
+    if name == "timezone":
+        return timezone(value, where)
+    if name == "country":
+        return country(value, where)
+    return _text(value, where, 255)
+
+
+def from_traits(traits: Mapping[str, Any], where: str = "traits.") -> ContactChanges:
+    """Map Segment-style traits onto the profile; unknown traits become attributes.
+
+    `name` fills first/last name when those are not given; `address.country` fills country."""
+    profile: dict[str, Any] = {}
+    attributes: dict[str, Any] = {}
+    for key, value in traits.items():
+        column = TRAIT_ALIASES.get(alias_key(key))
+        if column is not None:
+            profile[column] = value
+        else:
+            attributes[key] = value
+    _fill_from_name(profile, traits.get("name"))
+    address = traits.get("address")
+    if "country" not in profile and isinstance(address, Mapping) and address.get("country"):
+        profile["country"] = address["country"]
+    return ContactChanges(normalise_profile(profile, where), attributes)
+
+
+def _fill_from_name(profile: dict[str, Any], name: Any) -> None:
+    if not isinstance(name, str) or not name.strip():
+        return
+    first, _, last = name.strip().partition(" ")
+    profile.setdefault("first_name", first)
+    if last:
+        profile.setdefault("last_name", last.strip())
