@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): each module prints our figure beside a baseline from the same run."""
