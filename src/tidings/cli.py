@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import Engine
 
 from tidings import errors, keys
 from tidings import log as logging_setup
@@ -20,6 +23,7 @@ app = typer.Typer(
     help="Tidings: self-hosted marketing automation.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    add_completion=False,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -32,6 +36,16 @@ err_console = Console(stderr=True)
 
 def settings() -> Settings:
     return Settings()
+
+
+@contextmanager
+def database() -> Iterator[Engine]:
+    """The configured database, closed when the command is done."""
+    engine = make_engine(settings())
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 @app.command()
@@ -86,8 +100,8 @@ def run_worker() -> None:
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
     """Apply the schema migrations up to REVISION (default: the newest)."""
-    config = settings()
-    migrate.upgrade(make_engine(config), revision)
+    with database() as engine:
+        migrate.upgrade(engine, revision)
     console.print(f"Database at revision {revision}.")
 
 
@@ -97,8 +111,7 @@ def keys_create(
     name: Annotated[str, typer.Option(help="What the key is for.")] = "",
 ) -> None:
     """Create an API key and print it once (it is stored hashed)."""
-    engine = make_engine(settings())
-    with engine.begin() as conn:
+    with database() as engine, engine.begin() as conn:
         key, secret = keys.create(conn, SystemClock(), scope, name)
     err_console.print(f"Created {key.scope} key {key.prefix}. It is shown once; keep it safe:")
     print(secret)
@@ -107,8 +120,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """List the active keys (prefix, scope, name; never the secret)."""
-    engine = make_engine(settings())
-    with engine.connect() as conn:
+    with database() as engine, engine.connect() as conn:
         rows = keys.list_keys(conn)
     table = Table("prefix", "scope", "name", "created")
     for row in rows:
@@ -121,18 +133,17 @@ def keys_list() -> None:
 @keys_app.command("revoke")
 def keys_revoke(prefix: str) -> None:
     """Revoke the key with PREFIX (it stops working within the key cache time)."""
-    engine = make_engine(settings())
-    with engine.begin() as conn:
+    with database() as engine, engine.begin() as conn:
         keys.revoke(conn, SystemClock(), prefix)
     console.print(f"Revoked {prefix}.")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point: maps our errors and bad settings to one line and exit code 2."""
     from pydantic import ValidationError
 
     try:
-        app(standalone_mode=True)
+        app(args=argv, prog_name="tidings", standalone_mode=True)
     except errors.TidingsError as exc:
         err_console.print(f"error: {exc.message}", highlight=False)
         sys.exit(2)

@@ -34,6 +34,12 @@ class ApiKey:
         return needed in _GRANTS[self.scope]
 
 
+def prefix_of(key: str) -> str:
+    """The visible prefix of a full key (`tid_1a2b3c4d`); the secret part may contain `_`."""
+    parts = key.split("_", 2)
+    return "_".join(parts[:2]) if len(parts) == 3 else ""
+
+
 def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -98,7 +104,7 @@ class KeyVerifier:
         return key
 
     def _lookup(self, presented: str) -> ApiKey:
-        prefix = presented.rsplit("_", 1)[0] if presented.count("_") >= 2 else ""
+        prefix = prefix_of(presented)
         k = tables.api_keys
         with self._engine.connect().execution_options(readonly=True) as conn:
             row = conn.execute(
