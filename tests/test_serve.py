@@ -38,7 +38,7 @@ def test_serve_migrates_and_serves_api_docs_and_openapi(tmp_path: Path) -> None:
     finally:
         server.send_signal(signal.SIGINT)
         output = server.communicate(timeout=20)[0].decode()
-    assert "worker started" in output
+    assert "worker started" in output and "worker stopped" in output
     assert (tmp_path / "fresh.db").exists()
 
 

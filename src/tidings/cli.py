@@ -66,19 +66,25 @@ def serve(
     engine = make_engine(config)
     if config.is_sqlite:
         migrate.upgrade(engine)
-    if worker:
-        Worker(config, engine, SystemClock()).start_thread()
-    if workers > 1:
-        uvicorn.run(
-            "tidings.api.app:app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_config=None,
-        )
-    else:
-        uvicorn.run(create_app(config, engine), host=host, port=port, log_config=None)
+    background = Worker(config, engine, SystemClock()).start_thread() if worker else None
+    try:
+        if workers > 1:
+            uvicorn.run(
+                "tidings.api.app:app_from_env",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                log_config=None,
+            )
+        else:
+            uvicorn.run(create_app(config, engine), host=host, port=port, log_config=None)
+    finally:
+        if background is not None:  # let the worker finish its transaction, then stop
+            thread, stop = background
+            stop.set()
+            thread.join(timeout=30)
+        engine.dispose()
 
 
 @app.command("worker")
