@@ -2,6 +2,10 @@
 
 from fastapi import APIRouter
 
-from tidings.api.routers import health
+from tidings.api.routers import contacts, health, lists
 
-ROUTERS: list[APIRouter] = [health.router]
+ROUTERS: list[APIRouter] = [
+    health.router,
+    contacts.router,
+    lists.router,
+]
