@@ -3,13 +3,16 @@
 SQLite: WAL journal, foreign keys on, a busy timeout, and write transactions that take the
 write lock up front (``BEGIN IMMEDIATE``) so two writers queue instead of failing on upgrade.
 Read-only work can ask for a plain deferred ``BEGIN`` with ``execution_options(readonly=True)``.
-PostgreSQL: psycopg 3 with a pool.
+PostgreSQL: psycopg 3 with a pool. Both read and write JSON columns with orjson (several
+times faster than the standard library on the ingest path).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 
@@ -24,6 +27,20 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def json_bytes(value: Any) -> bytes:
+    """`value` as compact UTF-8 JSON; the standard library takes what orjson refuses
+    (integers beyond 64 bits, for one)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def json_text(value: Any) -> str:
+    """`value` as compact JSON text (SQLite stores JSON columns as text)."""
+    return json_bytes(value).decode()
+
+
 def make_engine(settings: Settings, url: str | None = None) -> Engine:
     """The engine for `url` (default: the settings' database), configured for its dialect."""
     url = normalise_url(url or settings.database_url)
@@ -34,11 +51,18 @@ def make_engine(settings: Settings, url: str | None = None) -> Engine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_pre_ping=True,
+        json_serializer=json_bytes,  # psycopg takes bytes as they are
+        json_deserializer=orjson.loads,
     )
 
 
 def _sqlite_engine(url: str, settings: Settings) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        json_serializer=json_text,
+        json_deserializer=orjson.loads,
+    )
     synchronous = settings.sqlite_synchronous
 
     @event.listens_for(engine, "connect")

@@ -2,10 +2,11 @@
 
 from fastapi import APIRouter
 
-from tidings.api.routers import contacts, health, lists
+from tidings.api.routers import contacts, health, ingest, lists
 
 ROUTERS: list[APIRouter] = [
     health.router,
+    ingest.router,
     contacts.router,
     lists.router,
 ]
