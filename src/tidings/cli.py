@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -29,6 +30,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+contacts_app = typer.Typer(help="Contacts: CSV import and export.", no_args_is_help=True)
+app.add_typer(contacts_app, name="contacts")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -142,6 +145,123 @@ def keys_revoke(prefix: str) -> None:
     with database() as engine, engine.begin() as conn:
         keys.revoke(conn, SystemClock(), prefix)
     console.print(f"Revoked {prefix}.")
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Our errors as one line on stderr and exit code 2 (also under typer's CliRunner)."""
+    try:
+        yield
+    except errors.TidingsError as exc:
+        err_console.print(f"error: {exc.message}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@contacts_app.command("import")
+def contacts_import(
+    file: Annotated[Path, typer.Argument(help="CSV file (Mailchimp, HubSpot, our export...).")],
+    list_key: Annotated[
+        str | None, typer.Option("--list", help="Key of a list every contact joins.")
+    ] = None,
+    mapping: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map",
+            help="COLUMN=FIELD: a profile field, attributes.NAME, tags or ignore. Repeatable.",
+        ),
+    ] = None,
+    rejects: Annotated[
+        Path | None, typer.Option(help="Where bad rows go (default FILE.rejects.csv).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted import of FILE where it stopped.")
+    ] = False,
+) -> None:
+    """Create or update contacts from a CSV file; bad rows go to a rejects file."""
+    from tidings.contacts import importer
+
+    with _one_line_errors():
+        pairs = tuple(sorted(importer.parse_mapping(mapping or []).items()))
+        job = importer.ImportJob(file, list_key, pairs, rejects)
+        if not resume and importer.progress_file_exists(job):
+            err_console.print(
+                "An earlier import of this file stopped part-way; starting over (safe). "
+                "Pass --resume to continue where it stopped.",
+                highlight=False,
+            )
+        report = _run_import(job, resume)
+    _print_import_report(report, job)
+
+
+def _run_import(job: Any, resume: bool) -> Any:
+    """The import under a progress bar; the first Ctrl-C stops after the current chunk."""
+    import signal
+    import threading
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    from tidings.contacts import importer
+
+    stop = threading.Event()
+
+    def on_sigint(_signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        err_console.print("Stopping after the current chunk (Ctrl-C again to abort)...")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    bar = Progress(BarColumn(), DownloadColumn(), TimeRemainingColumn(), console=err_console)
+    task = bar.add_task("import", total=job.path.stat().st_size if job.path.is_file() else 0)
+
+    def show(done: int, _total: int) -> None:
+        if not bar.live.is_started:  # only once a chunk is in: errors before stay one line
+            bar.start()
+        bar.update(task, completed=done)
+
+    try:
+        with database() as engine:
+            return importer.import_csv(
+                engine, SystemClock(), job, resume=resume, progress=show, should_stop=stop.is_set
+            )
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+        signal.signal(signal.SIGINT, previous)
+
+
+def _print_import_report(report: Any, job: Any) -> None:
+    resumed = f" (resumed at row {report.resumed_at_row})" if report.resumed_at_row else ""
+    console.print(
+        f"{report.rows} rows{resumed}: {report.created} created, {report.updated} updated, "
+        f"{report.rejected} rejected.",
+        highlight=False,
+    )
+    if report.rejected:
+        console.print(f"Rejected rows, with reasons: {job.rejects}", highlight=False)
+    if report.interrupted:
+        console.print("Stopped early; run again with --resume to continue.", highlight=False)
+
+
+@contacts_app.command("export")
+def contacts_export(
+    out: Annotated[Path | None, typer.Option(help="File to write (default: stdout).")] = None,
+    list_key: Annotated[
+        str | None, typer.Option("--list", help="Only contacts subscribed to this list.")
+    ] = None,
+) -> None:
+    """Write contacts as CSV: profile fields, tags, one attributes.NAME column per key."""
+    from tidings.contacts import exporter
+
+    with _one_line_errors(), database() as engine:
+        if out is None:
+            count = exporter.export_csv(engine, sys.stdout, list_key=list_key)
+        else:
+            partial = out.with_name(f".{out.name}.part")
+            with partial.open("w", encoding="utf-8", newline="") as file:
+                count = exporter.export_csv(engine, file, list_key=list_key)
+            partial.replace(out)
+    err_console.print(f"Exported {count} contacts.", highlight=False)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,7 @@ Each normaliser returns the canonical value or raises `InvalidInput` naming the 
 from __future__ import annotations
 
 import functools
+import re
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,9 +56,39 @@ def alias_key(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
-@functools.lru_cache(maxsize=65536)
+# A strict subset of what email-validator accepts: a plain ASCII dot-atom local part and a
+# letters-digits-hyphens domain with a dotted, letter-ending TLD. For these its only
+# normalisation is lower-casing the domain (we lower-case it all), so the fast path returns
+# exactly what `validate_email` would, ~50x sooner. Anything else (Unicode, quoting, IDNA
+# `xn--` or other `??--` labels, reserved domains, long parts) goes to email-validator.
+# tests/contacts/test_bulk.py proves the agreement with hypothesis.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_FAST_EMAIL = re.compile(
+    rf"{_ATEXT}(?:\.{_ATEXT})*@(?:{_LABEL}\.)+[A-Za-z0-9-]{{0,62}}[A-Za-z]", re.ASCII
+)
+_RESERVED_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
+
+
+def _fast_email(value: str) -> str | None:
+    """The normalised address when `value` is in the plain-ASCII subset, else None."""
+    if len(value) > 254 or "--" in value or not _FAST_EMAIL.fullmatch(value):
+        return None
+    local, _, domain = value.partition("@")
+    tld = domain.rpartition(".")[2]
+    if len(local) > 64 or len(domain) > 253 or tld[0] == "-" or tld.lower() in _RESERVED_TLDS:
+        return None
+    return value.lower()
+
+
 def email(value: str, where: str = "email") -> str:
     """Syntax-checked (no DNS), IDNA-decoded, lower-cased address."""
+    fast = _fast_email(value.strip())
+    return fast if fast is not None else _checked_email(value, where)
+
+
+@functools.lru_cache(maxsize=65536)
+def _checked_email(value: str, where: str) -> str:
     try:
         checked = validate_email(value.strip(), check_deliverability=False)
     except EmailNotValidError as exc:

@@ -2,11 +2,12 @@
 
 from fastapi import APIRouter
 
-from tidings.api.routers import contacts, health, ingest, lists
+from tidings.api.routers import contacts, contacts_bulk, health, ingest, lists
 
 ROUTERS: list[APIRouter] = [
     health.router,
     ingest.router,
+    contacts_bulk.router,
     contacts.router,
     lists.router,
 ]
