@@ -45,6 +45,12 @@ contacts = Table(
     Column("lifecycle_stage", String(64)),
     Column("score", Integer, nullable=False, server_default="0"),
     Column("attributes", Json, nullable=False, doc="Custom attributes, any JSON object."),
+    Column(
+        "traits_at",
+        UTCDateTime,
+        doc="Timestamp of the newest identify applied to the profile; an older one that "
+        "arrives late only fills empty fields.",
+    ),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )

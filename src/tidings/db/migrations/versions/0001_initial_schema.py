@@ -64,6 +64,7 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
+        sa.Column("traits_at", tidings.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_at", tidings.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", tidings.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_contacts")),
