@@ -145,8 +145,8 @@ events = Table(
 Index("uq_events_message_id", events.c.message_id, unique=True)
 Index("ix_events_contact_id_timestamp", events.c.contact_id, events.c.timestamp)
 Index("ix_events_tx_id", events.c.tx, events.c.id)
-Index("ix_events_user_id", events.c.user_id)
-Index("ix_events_anonymous_id", events.c.anonymous_id)
+# No index on user_id/anonymous_id: the worker resolves ids through contacts, and every
+# index here is paid for by each ingested event.
 
 worker_cursors = Table(
     "worker_cursors",

@@ -223,12 +223,10 @@ def upgrade() -> None:
         sqlite_autoincrement=True,
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
-        batch_op.create_index("ix_events_anonymous_id", ["anonymous_id"], unique=False)
         batch_op.create_index(
             "ix_events_contact_id_timestamp", ["contact_id", "timestamp"], unique=False
         )
         batch_op.create_index("ix_events_tx_id", ["tx", "id"], unique=False)
-        batch_op.create_index("ix_events_user_id", ["user_id"], unique=False)
         batch_op.create_index("uq_events_message_id", ["message_id"], unique=True)
 
     op.create_table(
@@ -270,10 +268,8 @@ def downgrade() -> None:
     op.drop_table("list_memberships")
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.drop_index("uq_events_message_id")
-        batch_op.drop_index("ix_events_user_id")
         batch_op.drop_index("ix_events_tx_id")
         batch_op.drop_index("ix_events_contact_id_timestamp")
-        batch_op.drop_index("ix_events_anonymous_id")
 
     op.drop_table("events")
     with op.batch_alter_table("contact_tags", schema=None) as batch_op:
