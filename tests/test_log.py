@@ -33,3 +33,9 @@ def test_level_filters_lines(capsys: pytest.CaptureFixture[str]) -> None:
     log.configure("WARNING", "text")
     logging.getLogger("tidings.test").info("quiet")
     assert "quiet" not in capsys.readouterr().err
+
+
+def test_uvicorn_colour_copies_are_dropped(capsys: pytest.CaptureFixture[str]) -> None:
+    log.configure("INFO", "text")
+    logging.getLogger("uvicorn.error").info("up", extra={"color_message": "\x1b[1mup\x1b[0m"})
+    assert "\x1b" not in capsys.readouterr().err

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+_STANDARD.add("color_message")  # uvicorn's copy of the message with terminal colours
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
