@@ -405,3 +405,61 @@ def test_applying_the_log_matches_the_model_and_replays_identically(
     second = settings.model_copy(update={"worker_batch_size": batch_sizes[1]})
     assert Worker(second, engine, clock).run_once() == len(log)
     assert _stored(engine) == applied
+
+
+def test_merges_of_one_batch_move_everything_at_once(
+    engine: Engine, clock: FakeClock, worker: Worker
+) -> None:
+    with engine.begin() as conn:
+        identify(conn, clock, "u1", email="u1@example.com")
+        for device in ("a1", "a2", "a3"):
+            append_event(conn, clock, anonymous_id=device)
+    worker.run_once()
+    with engine.connect() as conn:
+        ids = {c.anonymous_id: c.contact_id for c in _anonymous_owners(conn)}
+    with engine.begin() as conn:
+        news = make_list(conn, clock, "news")
+        join(conn, clock, news, ids["a1"], "subscribed")
+        join(conn, clock, news, ids["a2"], "unsubscribed")
+        conn.execute(
+            insert(tables.contact_tags),
+            [{"contact_id": ids["a1"], "tag": "vip"}, {"contact_id": ids["a2"], "tag": "vip"}],
+        )
+        conn.execute(
+            insert(tables.consents).values(
+                contact_id=ids["a3"], status="subscribed", source="form:x", at=clock.now()
+            )
+        )
+    clock.advance(minutes=1)
+    with engine.begin() as conn:  # one batch: a2 into a1 (anonymous), then both into u1
+        identify(conn, clock, None, anonymous_id="a2", email="a1@example.com")
+        append_event(
+            conn, clock, anonymous_id="a1", context={"traits": {"email": "a1@example.com"}}
+        )
+        append_event(conn, clock, user_id="u1", anonymous_id="a1")
+        append_event(conn, clock, "alias", user_id="u1", properties={"previousId": "a3"})
+    assert worker.run_once() == 4
+    with engine.connect() as conn:
+        (user,) = conn.execute(select(tables.contacts)).all()
+        assert user.external_id == "u1" and user.email == "u1@example.com"
+        t = tables
+        owners = {r.contact_id for r in conn.execute(select(t.events.c.contact_id))}
+        assert owners == {user.id}
+        assert {r.contact_id for r in _anonymous_owners(conn)} == {user.id}
+        assert conn.execute(select(t.consents.c.contact_id)).scalar_one() == user.id
+        assert conn.execute(select(t.contact_tags)).all() == [(user.id, "vip")]
+        membership = conn.execute(select(t.list_memberships)).one()
+        assert (membership.contact_id, membership.status) == (user.id, "unsubscribed")
+        assert membership.updated_at == clock.now()
+
+
+def _anonymous_owners(conn: Connection) -> list[Any]:
+    a = tables.contact_anonymous_ids
+    return list(conn.execute(select(a.c.anonymous_id, a.c.contact_id)).all())
+
+
+def identify(conn: Connection, clock: FakeClock, user_id: str | None, **kw: Any) -> int:
+    anonymous_id = kw.pop("anonymous_id", None)
+    return append_event(
+        conn, clock, "identify", user_id=user_id, anonymous_id=anonymous_id, properties=kw
+    )

@@ -406,3 +406,69 @@ def test_emails_can_move_between_contacts_within_one_batch(
     worker.run_once()
     emails = {c["external_id"]: c["email"] for c in all_contacts(engine)}
     assert emails == {"u1": "two@example.com", "u2": "one@example.com", "u3": "three@example.com"}
+
+
+def test_an_event_linked_before_its_contact_is_merged_follows_it(
+    engine: Engine, clock: FakeClock, worker: Worker
+) -> None:
+    with engine.begin() as conn:
+        identify(conn, clock, "u1", email="a@example.com")
+        append_event(conn, clock, anonymous_id="anon-1")
+    worker.run_once()
+    with engine.begin() as conn:  # one batch: a plain link to the anonymous contact, then
+        visit = append_event(conn, clock, anonymous_id="anon-1")  # its merge into u1
+        login = append_event(conn, clock, user_id="u1", anonymous_id="anon-1")
+        later = append_event(conn, clock, anonymous_id="anon-1")
+    worker.run_once()
+    contact = only_contact(engine)
+    assert contact["external_id"] == "u1" and contact["anonymous_ids"] == {"anon-1"}
+    assert {visit, login, later} <= contact["events"] and len(contact["events"]) == 5
+
+
+def test_rows_read_with_the_cursor_columns_apply_the_same(
+    engine: Engine, clock: FakeClock, worker: Worker
+) -> None:
+    from tidings.events import cursor
+
+    with engine.begin() as conn:
+        identify(conn, clock, "u1", email="a@example.com", plan="pro")
+        append_event(conn, clock, user_id="u1", context={"traits": {"email": "b@example.com"}})
+        append_event(conn, clock, anonymous_id="anon-1", context={"traits": {"x": 1}})
+    with engine.begin() as conn:
+        rows = cursor.read(conn, cursor.Position(), 10)  # the whole context, converted times
+        apply.apply_events(conn, clock, rows)
+    found = {c["external_id"]: c for c in all_contacts(engine)}
+    assert found["u1"]["email"] == "a@example.com" and found["u1"]["attributes"] == {"plan": "pro"}
+    assert found[None]["anonymous_ids"] == {"anon-1"}
+    assert unassigned(engine) == 0
+
+
+def test_events_written_with_their_contact_are_passed_over(
+    engine: Engine, clock: FakeClock, worker: Worker
+) -> None:
+    """Tidings' own events (Segment Entered/Left) name their contact and no user ids: the
+    worker counts them as applied and creates or changes nothing for them."""
+    with engine.begin() as conn:
+        append_event(conn, clock, "identify", user_id="u1", properties={"email": "a@example.com"})
+    worker.run_once()
+    with engine.begin() as conn:
+        contact_id = conn.execute(select(tables.contacts.c.id)).scalar_one()
+        conn.execute(
+            insert(tables.events).values(
+                message_id="segment:1:x",
+                type="track",
+                name="Segment Entered",
+                contact_id=contact_id,
+                properties={"segment": "vip"},
+                context={},
+                timestamp=clock.now(),
+                received_at=clock.now(),
+                source="tidings",
+            )
+        )
+        append_event(conn, clock, "track", user_id="u1")
+    assert worker.run_once() == 2
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(tables.contacts)).scalar() == 1
+        owners = conn.execute(select(tables.events.c.contact_id)).scalars().all()
+    assert owners == [contact_id] * 3

@@ -2,50 +2,53 @@
 
 A contact is known by its `external_id` (the site's `userId`), by any number of anonymous
 ids (`anonymousId`, a device or browser) and by its email. `Identities` resolves those for
-one batch of events: it looks each identifier up once, keeps new contacts and profile
-changes in memory and writes them with a few set-based statements in `flush`.
-`merge_contacts` folds one stored contact into another. The rules are in docs/identity.md.
+one batch of events: it looks each identifier up once (one statement per kind for the
+batch), keeps new contacts, profile changes and merges in memory and writes them with a
+few set-based statements in `flush`. Merging itself is `tidings.contacts.merge`. The rules
+are in docs/identity.md.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import (
-    BigInteger,
-    ColumnElement,
     Connection,
     Row,
-    String,
-    and_,
-    any_,
+    Text,
     bindparam,
-    delete,
-    exists,
+    cast,
+    column,
     func,
     insert,
-    literal,
-    or_,
     select,
+    text,
+    type_coerce,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.expression import Executable, TextualSelect
+from sqlalchemy.types import NullType
 
 from tidings.clock import Clock
-from tidings.contacts import fields
-from tidings.db import tables
+from tidings.contacts import fields, merge
+from tidings.db import tables, types
 
 log = logging.getLogger(__name__)
 
 contacts = tables.contacts
-_CHUNK = 5000  # identifiers per IN (...) list; well under both engines' parameter limits
-_COLUMNS = (*fields.PROFILE_FIELDS, "attributes", "score", "traits_at", "created_at")
+_COLUMNS = merge.PROFILE_COLUMNS
 _IDENTIFIERS = ("external_id", "email", "traits_at")  # enough to tell who is who
+#: Kept here for the callers that merge two contacts by hand.
+merge_contacts = merge.merge_contacts
+combined_status = merge.combined_status
 
 
 @dataclass(eq=False)
@@ -100,32 +103,18 @@ class Contact:
 
 
 def fold(target: Contact, source: Contact) -> None:
-    """Fold `source`'s profile into `target`: the target's values win, its empty fields are
-    filled from the source, attributes merge key by key, scores add up."""
-    for name in fields.PROFILE_FIELDS:
-        if target.profile.get(name) is None and source.profile.get(name) is not None:
-            target.profile[name] = source.profile[name]
-    target.attributes = {**source.attributes, **target.attributes}
-    target.score += source.score
-    stamps = [t for t in (target.traits_at, source.traits_at) if t is not None]
-    target.traits_at = max(stamps) if stamps else None
-    if source.created_at and (target.created_at is None or source.created_at < target.created_at):
-        target.created_at = source.created_at
+    """Fold `source`'s profile into `target` (`merge.folded`): the target's values win, its
+    empty fields are filled from the source, attributes merge key by key, scores add up."""
+    values = merge.folded(_state(target), _state(source))
+    target.profile.update({name: values[name] for name in fields.PROFILE_FIELDS})
+    target.attributes, target.score = values["attributes"], values["score"]
+    target.traits_at, target.created_at = values["traits_at"], values["created_at"]
     target.dirty = True
 
 
 def mergeable(source: Contact, target: Contact) -> bool:
     """Two known users (different external ids) are never merged."""
-    return source.external_id is None or source.external_id == target.external_id
-
-
-def combined_status(ours: str, theirs: str) -> str:
-    """A list status after a merge: an unsubscribe on either side stands (it is never
-    overridden by the other contact's subscription); otherwise subscribed beats pending."""
-    for status in ("unsubscribed", "subscribed"):
-        if status in (ours, theirs):
-            return status
-    return "pending"
+    return merge.mergeable(source.external_id, target.external_id)
 
 
 @dataclass(frozen=True)
@@ -138,51 +127,96 @@ class Resolution:
     stale: bool
 
 
+#: A contact in the batch's index: the object, or only the id of a stored contact whose
+#: identifiers were read and which nothing in the batch has needed more of yet.
+Found = Contact | int
+
+
 class Identities:
     """Finds, creates and merges contacts for one batch of events in one transaction.
 
-    Every identifier is looked up once per batch (`preload` does them all in two queries);
-    new contacts, new anonymous ids and profile changes are written by `flush`."""
+    Every identifier is looked up once per batch (`preload` does them all at once); new
+    contacts, new anonymous ids, profile changes and merges are written by `flush`."""
 
     def __init__(self, conn: Connection, clock: Clock) -> None:
         self.conn = conn
         self.clock = clock
-        self._index: dict[str, dict[str, Contact]] = {"external_id": {}, "email": {}, "anon": {}}
+        self._index: dict[str, dict[str, Found]] = {"external_id": {}, "email": {}, "anon": {}}
         self._looked_up: dict[str, set[str]] = {"external_id": set(), "email": set(), "anon": set()}
         self._stored: dict[int, Contact] = {}
+        self._rows: dict[int, tuple[Any, ...]] = {}  # identifiers read, no Contact made yet
         self._new: list[Contact] = []
         self._new_anonymous: dict[str, Contact] = {}
         self._touched: dict[int, Contact] = {}  # stored contacts changed in memory
+        self._merged: list[tuple[Contact, Contact]] = []  # stored source, target: in flush
 
     # -- lookups -------------------------------------------------------------------------
 
     def preload(
         self, external_ids: Iterable[str], anonymous_ids: Iterable[str], emails: Iterable[str]
     ) -> None:
-        """Look up all these identifiers at once: who has them (their identifiers only)."""
+        """Look up all these identifiers at once: who has them (their identifiers only),
+        one statement per kind of identifier."""
         wanted = {
             "external_id": set(external_ids) - self._looked_up["external_id"],
             "email": set(emails) - self._looked_up["email"],
             "anon": set(anonymous_ids) - self._looked_up["anon"],
         }
-        anon = tables.contact_anonymous_ids
         owners: dict[str, int] = {}
-        for chunk in _chunks(sorted(wanted["anon"])):
-            query = select(anon.c.anonymous_id, anon.c.contact_id).where(
-                self._among(anon.c.anonymous_id, chunk)
-            )
-            owners.update({r.anonymous_id: int(r.contact_id) for r in self.conn.execute(query)})
-        conditions: list[ColumnElement[bool]] = []
-        for name in ("external_id", "email"):
-            conditions += [self._among(contacts.c[name], c) for c in _chunks(sorted(wanted[name]))]
-        ids = sorted(set(owners.values()) - set(self._stored))
-        conditions += [self._among(contacts.c.id, chunk) for chunk in _chunks(ids)]
-        if conditions:
-            self._load(or_(*conditions), full=False)
+        if wanted["anon"]:
+            found = self.conn.execute(_lookup(self._dialect, "anon"), _json(wanted["anon"]))
+            owners = {anonymous_id: int(owner) for anonymous_id, owner in found}
+        for kind in ("external_id", "email"):
+            if wanted[kind]:
+                self._load_identifiers(kind, wanted[kind])
+        unknown = {i for i in owners.values() if i not in self._stored and i not in self._rows}
+        if unknown:
+            self._load_identifiers("id", unknown)
         for anonymous_id, contact_id in owners.items():
-            self._index["anon"][anonymous_id] = self._stored[contact_id]
+            self._index["anon"][anonymous_id] = self._stored.get(contact_id, contact_id)
         for kind, values in wanted.items():
             self._looked_up[kind] |= values
+
+    @property
+    def _dialect(self) -> str:
+        return self.conn.dialect.name
+
+    def _load_identifiers(self, kind: str, values: Iterable[Any]) -> None:
+        """Read who has these values of `kind` (their identifiers only) into the index."""
+        index = self._index.get(kind, {})
+        rows, stored = self._rows, self._stored
+        for row in self.conn.execute(_lookup(self._dialect, kind), _json(values)).all():
+            contact_id: int = row[0]
+            if contact_id not in stored:
+                rows.setdefault(contact_id, row[1:])
+            value = row[1 if kind == "external_id" else 2]
+            if kind != "id" and not self._still_has(kind, value):
+                index[value] = stored.get(contact_id, contact_id)
+
+    def _still_has(self, kind: str, value: str) -> bool:
+        """Whether the index already names a contact that has `value` (kept over a row read
+        later: the batch's view of a contact is newer than the database's)."""
+        current = self._index[kind].get(value)
+        if current is None:
+            return False
+        if isinstance(current, int):
+            if current not in self._stored:
+                return True
+            current = self._stored[current]
+        return current.live().profile.get(kind) == value
+
+    def _contact(self, found: Found) -> Contact:
+        """The `Contact` of an index entry, made from the identifiers read when needed."""
+        if isinstance(found, Contact):
+            return found
+        contact = self._stored.get(found)
+        if contact is None:
+            external_id, email, traits_at = self._rows.pop(found)
+            profile = {"external_id": external_id, "email": email}
+            when = _utc(traits_at, self.conn.dialect)
+            contact = Contact(found, profile, traits_at=when, full=False, stored_email=email)
+            self._stored[found] = contact
+        return contact
 
     def hold(
         self,
@@ -203,45 +237,33 @@ class Identities:
 
     def _hold(self, found: Iterable[Contact | None]) -> None:
         ids = sorted({c.id for c in found if c is not None and c.id is not None and not c.full})
-        for chunk in _chunks(ids):
-            self._load(self._among(contacts.c.id, chunk), full=True)
-
-    def _among(self, column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
-        """`column IN (values)`; on PostgreSQL `= ANY(array)`, a few times faster to plan."""
-        if self.conn.dialect.name != "postgresql":
-            return column.in_(values)
-        item = BigInteger() if column.name in ("id", "contact_id") else String()
-        return column == any_(literal(list(values), ARRAY(item)))
-
-    def _load(self, condition: ColumnElement[bool], *, full: bool) -> None:
-        columns = (contacts.c[n] for n in (_COLUMNS if full else _IDENTIFIERS))
-        query = select(contacts.c.id, *columns).where(condition)
-        if full and self.conn.dialect.name == "postgresql":
+        if not ids:
+            return
+        query = select(contacts.c.id, *(contacts.c[n] for n in _COLUMNS)).where(
+            contacts.c.id.in_(ids)
+        )
+        if self._dialect == "postgresql":
             query = query.order_by(contacts.c.id).with_for_update(key_share=True)
         for row in self.conn.execute(query):
             contact = self._stored.get(row.id)
-            if contact is None and not full:  # the common case, kept quick
-                profile = {"external_id": row.external_id, "email": row.email}
-                contact = Contact(row.id, profile, traits_at=row.traits_at, full=False)
-                contact.stored_email = row.email
-                self._stored[row.id] = contact
-            elif contact is None or (full and not contact.full):
+            if contact is None or not contact.full:
+                self._rows.pop(row.id, None)
                 contact = _from_row(row, contact)
                 self._stored[row.id] = contact
             for kind in ("external_id", "email"):
                 value = contact.profile.get(kind)
-                current = self._index[kind].get(value) if value else None
-                if value and (current is None or current.live().profile.get(kind) != value):
+                if value and not self._still_has(kind, value):
                     self._index[kind][value] = contact
 
     def _find(self, kind: str, value: str) -> Contact | None:
         if value not in self._looked_up[kind]:
-            wanted = {"external_id": [], "anon": [], "email": [], kind: [value]}
+            wanted: dict[str, list[str]] = {"external_id": [], "anon": [], "email": []}
+            wanted[kind].append(value)
             self.preload(wanted["external_id"], wanted["anon"], wanted["email"])
-        contact = self._index[kind].get(value)
-        if contact is None:
+        found = self._index[kind].get(value)
+        if found is None:
             return None
-        contact = contact.live()
+        contact = self._contact(found).live()
         if kind != "anon" and contact.profile.get(kind) != value:
             return None  # its email changed, or it was merged into one with another
         return contact
@@ -254,6 +276,36 @@ class Identities:
 
     def by_email(self, email: str) -> Contact | None:
         return self._find("email", email)
+
+    def settled(self, user_id: str | None, anonymous_id: str | None) -> Found | None:
+        """The contact of an event that only needs linking, at no cost: both its ids (or
+        its only one) were looked up and name the same contact. None when `resolve` must
+        decide (an unknown id, two contacts to merge)."""
+        known = self._peek("external_id", user_id) if user_id else None
+        if anonymous_id is None:
+            return known
+        device = self._peek("anon", anonymous_id)
+        if user_id is None or device is None:
+            return device
+        return known if known == device else None
+
+    def _peek(self, kind: str, value: str) -> Found | None:
+        found = self._index[kind].get(value)
+        if isinstance(found, int):
+            if found not in self._stored:
+                return found
+            found = self._stored[found]
+        if found is None:
+            return None
+        contact = found.live()
+        return contact if kind == "anon" or contact.profile.get(kind) == value else None
+
+    def contact_id(self, found: Found) -> int | None:
+        """The id an event's contact has after `flush` (it may have been merged since)."""
+        if isinstance(found, int):
+            contact = self._stored.get(found)
+            return found if contact is None else contact.live().id
+        return found.live().id
 
     # -- resolving -----------------------------------------------------------------------
 
@@ -349,7 +401,8 @@ class Identities:
             self._index["email"][contact.email] = contact
 
     def merge(self, source: Contact, target: Contact) -> bool:
-        """Merge `source` into `target`; False (and a log line) when they are two known users."""
+        """Merge `source` into `target` in memory; False (and a log line) when they are two
+        known users. A stored source's history is moved (and it is deleted) by `flush`."""
         source, target = source.live(), target.live()
         if source is target:
             return True
@@ -359,16 +412,11 @@ class Identities:
                 extra={"contact_ids": [source.id, target.id], "external_id": source.external_id},
             )
             return False
-        if source.id is None:  # only in memory: fold it there
-            self._touch(target)
-            fold(target, source)
-        else:
-            self.flush()
-            assert target.id is not None  # noqa: S101 - flush stores every contact
-            merged = _merge_stored(self.conn, self.clock, source.id, target.id)
-            if merged is None:
-                return False
-            _copy(merged, into=target)
+        self._touch(target)
+        if source.id is not None:
+            self._hold([source])  # all of its profile folds into the target
+            self._merged.append((source, target))
+        fold(target, source)
         source.merged_into = target
         if target.email:
             self._index["email"][target.email] = target
@@ -383,30 +431,29 @@ class Identities:
     # -- writing -------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Store new contacts, their anonymous ids and every changed profile."""
+        """Store new contacts, their anonymous ids, every changed profile and the merges."""
         now = self.clock.now()
         changed = [c for c in self._touched.values() if c.dirty and c.merged_into is None]
-        self._touched = {}
-        assert all(c.full for c in changed)  # noqa: S101 - else fields would be wiped
-        if changed:
-            # an email may move from one to another: free every email that changes first
-            moving = [c.id for c in changed if c.stored_email not in (None, c.email)]
-            if moving:
-                self.conn.execute(
-                    update(contacts).where(contacts.c.id.in_(moving)).values(email=None)
-                )
-            _write(self.conn, changed, now)
         new = [c for c in self._new if c.merged_into is None]
+        merged, self._touched, self._new, self._merged = self._merged, {}, [], []
+        assert all(c.full for c in changed)  # noqa: S101 - else fields would be wiped
+        # emails may move between contacts: free every one that changes hands first
+        freed = [c.id for c in changed if c.stored_email not in (None, c.email)]
+        freed += [s.id for s, _ in merged if s.stored_email is not None]
+        if freed:
+            self.conn.execute(update(contacts).where(contacts.c.id.in_(freed)).values(email=None))
+        for source, _ in merged:
+            source.stored_email = None
+        if changed:
+            _write(self.conn, changed, now)
         if new:
             for contact, contact_id in zip(new, self._new_ids(len(new)), strict=True):
                 contact.id, contact.dirty, contact.stored_email = contact_id, False, contact.email
                 self._stored[contact_id] = contact
-            # ids chosen up front: a plain executemany is several times faster than RETURNING
-            self.conn.execute(
-                insert(contacts),
-                [{**_values(c, now), "id": c.id, "created_at": c.created_at} for c in new],
-            )
-        self._new = []
+            _insert(self.conn, new, now)
+        # the targets are all stored now: move the merged contacts' history over to them
+        moves = [(s.id, (t if t.id is not None else t.live()).id) for s, t in merged]
+        merge.move(self.conn, self.clock, moves)  # type: ignore[arg-type]
         if self._new_anonymous:
             self.conn.execute(
                 insert(tables.contact_anonymous_ids),
@@ -420,7 +467,7 @@ class Identities:
     def _new_ids(self, count: int) -> list[int]:
         """Ids for new contacts: from the sequence on PostgreSQL; on SQLite, which has one
         writer (this transaction), after the highest id in use."""
-        if self.conn.dialect.name == "postgresql":
+        if self._dialect == "postgresql":
             sequence = func.nextval(func.pg_get_serial_sequence("contacts", "id"))
             taken = select(sequence).select_from(func.generate_series(1, count))
             return [int(i) for i in self.conn.execute(taken).scalars()]
@@ -428,11 +475,15 @@ class Identities:
         return list(range(highest + 1, highest + 1 + count))
 
 
-def _copy(source: Contact, into: Contact) -> None:
-    """Make `into` (the batch's object for a stored contact) what `source` says is stored."""
-    into.profile, into.attributes, into.score = source.profile, source.attributes, source.score
-    into.traits_at, into.created_at = source.traits_at, source.created_at
-    into.stored_email, into.full, into.dirty = source.stored_email, True, False
+def _state(contact: Contact) -> dict[str, Any]:
+    """What `merge.folded` combines of a contact."""
+    return {
+        **contact.profile,
+        "attributes": contact.attributes,
+        "score": contact.score,
+        "traits_at": contact.traits_at,
+        "created_at": contact.created_at,
+    }
 
 
 def _from_row(row: Row[Any], into: Contact | None = None) -> Contact:
@@ -471,86 +522,99 @@ _WRITE = (
 
 
 def _write(conn: Connection, changed: Sequence[Contact], now: datetime) -> None:
-    conn.execute(_WRITE, [{**_values(c, now), "_id": c.id, "_at": c.created_at} for c in changed])
+    """Store changed profiles: on PostgreSQL one UPDATE ... FROM the batch as one JSON
+    parameter; on SQLite one prepared UPDATE run per contact."""
+    if conn.dialect.name == "postgresql":
+        rows = [{**_values(c, now), "id": c.id, "created_at": c.created_at} for c in changed]
+        conn.execute(_pg_update(), {"rows": orjson.dumps(rows).decode()})
+    else:
+        conn.execute(
+            _WRITE, [{**_values(c, now), "_id": c.id, "_at": c.created_at} for c in changed]
+        )
     for contact in changed:
         contact.dirty = False
         contact.stored_email = contact.email
 
 
-def merge_contacts(conn: Connection, clock: Clock, source_id: int, target_id: int) -> bool:
-    """Merge contact `source_id` into `target_id` and delete it: its events, anonymous ids,
-    tags, list memberships and consents move over, its profile fills the target's gaps.
-    Refused (False, nothing changes) when both have different external ids."""
-    return _merge_stored(conn, clock, source_id, target_id) is not None
-
-
-def _merge_stored(conn: Connection, clock: Clock, source_id: int, target_id: int) -> Contact | None:
-    """`merge_contacts`, returning the merged contact as stored (None when refused)."""
-    query = select(contacts.c.id, *(contacts.c[n] for n in _COLUMNS)).where(
-        contacts.c.id.in_([source_id, target_id])
-    )
+def _insert(conn: Connection, new: Sequence[Contact], now: datetime) -> None:
+    """Insert new contacts (ids chosen up front: no RETURNING to read back)."""
+    rows = [{**_values(c, now), "id": c.id, "created_at": c.created_at} for c in new]
     if conn.dialect.name == "postgresql":
-        query = query.order_by(contacts.c.id).with_for_update()
-    found = {int(row.id): _from_row(row) for row in conn.execute(query)}
-    source, target = found.get(source_id), found.get(target_id)
-    if source is None or target is None or source is target or not mergeable(source, target):
-        return None
-    ids = {"merged_id": source_id, "kept_id": target_id}
-    for statement in _MOVE_HISTORY:
-        conn.execute(statement, ids)
-    _merge_memberships(conn, clock, source_id, target_id)
-    conn.execute(_DELETE, ids)  # frees its email
-    fold(target, source)
-    _write(conn, [target], clock.now())
-    log.info("merged contacts", extra={"contact_id": target_id, "merged_contact_id": source_id})
-    return target
+        # one JSON parameter: PostgreSQL expands it, psycopg converts one value, not 13 per row
+        conn.execute(_pg_insert(), {"rows": orjson.dumps(rows).decode()})
+    else:
+        conn.execute(insert(contacts), rows)
 
 
-def _move_history() -> list[Executable]:
-    """Statements moving what belongs to contact :merged_id over to contact :kept_id."""
-    source = bindparam("merged_id", type_=BigInteger())
-    target = bindparam("kept_id", type_=BigInteger())
-    moves: list[Executable] = [
-        update(table).where(table.c.contact_id == source).values(contact_id=target)
-        for table in (tables.events, tables.contact_anonymous_ids, tables.consents)
-    ]
-    tags, mine = tables.contact_tags, tables.contact_tags.alias("mine")
-    missing = select(target, tags.c.tag).where(
-        tags.c.contact_id == source,
-        ~exists().where(and_(mine.c.contact_id == target, mine.c.tag == tags.c.tag)),
+_STORED = (
+    "id",
+    *fields.PROFILE_FIELDS,
+    "attributes",
+    "score",
+    "traits_at",
+    "created_at",
+    "updated_at",
+)
+
+
+def _recordset() -> Any:
+    """`jsonb_to_recordset(:rows)` with the contact columns `_STORED`."""
+    return (
+        func.jsonb_to_recordset(cast(bindparam("rows", type_=Text), JSONB))
+        .table_valued(*(column(name, contacts.c[name].type) for name in _STORED))
+        .render_derived(name="r", with_types=True)
     )
-    return [*moves, insert(tags).from_select(["contact_id", "tag"], missing)]
 
 
-_MOVE_HISTORY = _move_history()
-_DELETE = delete(contacts).where(contacts.c.id == bindparam("merged_id"))
+@functools.cache
+def _pg_insert() -> Executable:
+    r = _recordset()
+    return insert(contacts).from_select(_STORED, select(*(r.c[n] for n in _STORED)))
 
 
-def _merge_memberships(conn: Connection, clock: Clock, source_id: int, target_id: int) -> None:
-    m = tables.list_memberships
-    rows = conn.execute(select(m).where(m.c.contact_id.in_([source_id, target_id]))).all()
-    theirs = {r.list_id: r for r in rows if r.contact_id == source_id}
-    ours = {r.list_id: r for r in rows if r.contact_id == target_id and r.list_id in theirs}
-    moving = [list_id for list_id in theirs if list_id not in ours]
-    if moving:
-        conn.execute(
-            update(m)
-            .where(m.c.contact_id == source_id, m.c.list_id.in_(moving))
-            .values(contact_id=target_id)
+@functools.cache
+def _pg_update() -> Executable:
+    r = _recordset()
+    return (
+        update(contacts)
+        .where(contacts.c.id == r.c.id)
+        .values({n: r.c[n] for n in _STORED if n != "id"})
+    )
+
+
+@functools.cache
+def _lookup(dialect: str, kind: str) -> Executable:
+    """Who has any of the identifiers of one kind, given as one JSON array `:values`:
+    (contact id, external id, email, traits_at as the driver returns it) of contacts, or
+    (anonymous id, contact id)."""
+    if dialect == "postgresql":
+        values = "SELECT jsonb_array_elements_text(CAST(:values AS jsonb))"
+        if kind == "id":
+            values = f"SELECT CAST(v AS bigint) FROM ({values}) AS j(v)"  # noqa: S608
+    else:
+        values = "SELECT value FROM json_each(:values)"
+    anon = tables.contact_anonymous_ids
+    if kind == "anon":
+        return select(anon.c.anonymous_id, anon.c.contact_id).where(
+            anon.c.anonymous_id.in_(_literal_select(values))
         )
-    for list_id, mine in ours.items():
-        other = theirs[list_id]
-        status = combined_status(mine.status, other.status)
-        if status != mine.status or other.created_at < mine.created_at:
-            conn.execute(
-                update(m)
-                .where(m.c.contact_id == target_id, m.c.list_id == list_id)
-                .values(
-                    status=status,
-                    created_at=min(mine.created_at, other.created_at),
-                    updated_at=clock.now() if status != mine.status else mine.updated_at,
-                )
-            )
+    raw_traits_at = type_coerce(contacts.c.traits_at, NullType())  # converted by `_utc`
+    return select(contacts.c.id, contacts.c.external_id, contacts.c.email, raw_traits_at).where(
+        contacts.c[kind].in_(_literal_select(values))
+    )
+
+
+def _literal_select(sql: str) -> TextualSelect:
+    return text(sql).columns(column("value"))
+
+
+def _json(values: Iterable[Any]) -> dict[str, str]:
+    return {"values": orjson.dumps(sorted(values)).decode()}
+
+
+def _utc(raw: Any, dialect: Dialect) -> datetime | None:
+    """A timestamp read without conversion, as `UTCDateTime` would have returned it."""
+    return types.UTCDateTime().process_result_value(raw, dialect)
 
 
 def _distinct(*found: Contact | None) -> list[Contact]:
@@ -559,8 +623,3 @@ def _distinct(*found: Contact | None) -> list[Contact]:
         if contact is not None and contact.live() not in out:
             out.append(contact.live())
     return out
-
-
-def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), _CHUNK):
-        yield values[start : start + _CHUNK]

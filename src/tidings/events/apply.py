@@ -9,21 +9,24 @@ be and logged, never left stuck. The rules are in docs/identity.md.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, text
+import orjson
+from sqlalchemy import Connection, Engine, case, text, type_coerce
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.types import NullType
 
 from tidings import errors
 from tidings.clock import Clock
 from tidings.config import Settings
 from tidings.contacts import fields, identity
 from tidings.db import tables
+from tidings.db.types import UTCDateTime
 from tidings.events import cursor
 
 log = logging.getLogger(__name__)
@@ -34,18 +37,20 @@ _WAIT_FOR_WRITERS_SECONDS = 1.0
 
 _events = tables.events
 #: What the rules read of each event: not the (large) properties of a track, and of its
-#: context only `context.traits`.
+#: context only `context.traits`; the timestamp as the driver returns it (converted only
+#: for the events whose time matters, see `parse`).
 EVENT_COLUMNS = (
     _events.c.id,
     _events.c.tx,
     _events.c.type,
     _events.c.user_id,
     _events.c.anonymous_id,
-    _events.c.timestamp,
+    type_coerce(_events.c.timestamp, NullType()).label("timestamp"),
     case((_events.c.type.in_(("identify", "alias")), _events.c.properties), else_=None).label(
         "properties"
     ),
     _events.c.context["traits"].label("context_traits"),
+    _events.c.contact_id,
 )
 
 
@@ -59,7 +64,8 @@ def process_pending(engine: Engine, clock: Clock, settings: Settings) -> int:
         rows = cursor.read(conn, at, settings.worker_batch_size, columns=EVENT_COLUMNS)
         if not rows:
             return 0
-        apply_events(conn, clock, rows)
+        # Events Tidings writes itself (Segment Entered/Left) carry their contact already.
+        apply_events(conn, clock, [row for row in rows if row.contact_id is None])
         cursor.advance(conn, clock, cursor.Position.of(rows[-1]), cursor.EVENTS)
     return len(rows)
 
@@ -85,33 +91,72 @@ class Event:
 
 def apply_events(conn: Connection, clock: Clock, rows: Sequence[cursor.EventRow]) -> None:
     """Resolve (and update) the contact of each event row, in order, then record it as
-    `events.contact_id`. Rows are read with `EVENT_COLUMNS` (or `cursor.EVENT_COLUMNS`)."""
-    events = [parse(row) for row in rows]
+    `events.contact_id`. Rows are read with `EVENT_COLUMNS` (or `cursor.EVENT_COLUMNS`).
+
+    Most events only need linking (a track from a known user): those stay rows, and once
+    their ids are looked up they cost two dict look-ups (`Identities.settled`). Events that
+    may change contacts are parsed and go through `apply_one`."""
+    if not rows:
+        return
+    names = rows[0]._fields
+    at_id, at_type, at_user, at_anon = map(names.index, ("id", "type", "user_id", "anonymous_id"))
+    at_traits = names.index("context_traits") if "context_traits" in names else None
+    items = [
+        row if _only_links(row, at_type, at_traits) else parse(row, conn.dialect) for row in rows
+    ]
+    parsed = [e for e in items if isinstance(e, Event)]
     people = identity.Identities(conn, clock)
     people.preload(
-        {i for e in events for i in (e.user_id, e.previous_id) if i},
-        {i for e in events for i in (e.anonymous_id, e.previous_id) if i},
-        {e.email for e in events if e.email},
+        {i for row in rows if (i := row[at_user])}
+        | {e.previous_id for e in parsed if e.previous_id},
+        {i for row in rows if (i := row[at_anon])}
+        | {e.previous_id for e in parsed if e.previous_id},
+        {e.email for e in parsed if e.email},
     )
-    changing = [e for e in events if e.may_change_contacts()]
+    changing = [e for e in parsed if e.may_change_contacts()]
+    linking = [  # both ids, not (yet) of one contact: a merge, or a new anonymous id
+        (row[at_user], row[at_anon])
+        for row in rows
+        if row[at_user] and row[at_anon] and people.settled(row[at_user], row[at_anon]) is None
+    ]
     people.hold(
-        {i for e in changing for i in (e.user_id, e.previous_id) if i},
-        {i for e in changing for i in (e.anonymous_id, e.previous_id) if i},
+        {i for e in changing for i in (e.user_id, e.previous_id) if i} | {u for u, _ in linking},
+        {i for e in changing for i in (e.anonymous_id, e.previous_id) if i}
+        | {a for _, a in linking},
         {e.email for e in changing if e.email},
     )
-    owners: list[tuple[int, identity.Contact]] = []
-    for event in events:
+    owners: list[tuple[int, identity.Found]] = []
+    for item in items:
+        if not isinstance(item, Event):
+            found = people.settled(item[at_user], item[at_anon])
+            if found is not None:
+                owners.append((item[at_id], found))
+                continue
+            item = parse(item, conn.dialect)
         try:
-            contact = apply_one(people, event)
+            contact = apply_one(people, item)
         except SQLAlchemyError:
             raise  # the transaction is lost: the whole batch is retried
         except Exception:
-            log.exception("event not applied", extra={"event_id": event.id})
+            log.exception("event not applied", extra={"event_id": item.id})
             continue
         if contact is not None:
-            owners.append((event.id, contact))
+            owners.append((item.id, contact))
     people.flush()
-    assign(conn, [(event_id, contact.live().id) for event_id, contact in owners])
+    assign(conn, [(event_id, people.contact_id(found)) for event_id, found in owners])
+
+
+def _only_links(row: cursor.EventRow, at_type: int, at_traits: int | None) -> bool:
+    """Whether the event says nothing about its contact (a track, page, screen or group
+    without an email in `context.traits`): it only needs its contact found. `at_*`: the
+    positions of `type` and `context_traits` (None: the row has the whole `context`)."""
+    if row[at_type] in ("identify", "alias"):
+        return False
+    if at_traits is not None:
+        traits = row[at_traits]
+    else:
+        traits = _mapping(row._mapping["context"]).get("traits")
+    return traits is None or not isinstance(_mapping(traits).get("email"), str)
 
 
 def apply_one(people: identity.Identities, event: Event) -> identity.Contact | None:
@@ -142,7 +187,7 @@ def apply_one(people: identity.Identities, event: Event) -> identity.Contact | N
     return found.contact
 
 
-def parse(row: cursor.EventRow) -> Event:
+def parse(row: cursor.EventRow, dialect: Dialect) -> Event:
     """An `Event` from a row: identify traits (with `context.traits` under them) as profile
     changes; for other events only an email in `context.traits`, which fills an empty one."""
     m = row._mapping
@@ -151,7 +196,9 @@ def parse(row: cursor.EventRow) -> Event:
         context_traits = _mapping(m["context_traits"])
     else:
         context_traits = _mapping(_mapping(m["context"]).get("traits"))
-    event = Event(int(m["id"]), str(m["type"]), m["user_id"], m["anonymous_id"], m["timestamp"])
+    timestamp = _TIMESTAMP.process_result_value(m["timestamp"], dialect)  # read unconverted
+    assert timestamp is not None  # noqa: S101 - the column is NOT NULL
+    event = Event(int(m["id"]), str(m["type"]), m["user_id"], m["anonymous_id"], timestamp)
     if event.type == "identify":
         event.changes = traits_to_changes({**context_traits, **properties}, event.id)
         event.email = event.changes.profile.get("email")
@@ -199,11 +246,19 @@ def assign(conn: Connection, owners: Sequence[tuple[int, int | None]]) -> None:
     if not owners:
         return
     if conn.dialect.name == "postgresql":
+        # array literals: psycopg adapts one string rather than thousands of numbers
         event_ids, contact_ids = zip(*owners, strict=True)
-        conn.execute(_ASSIGN_PG, {"event_ids": list(event_ids), "contact_ids": list(contact_ids)})
+        conn.execute(
+            _ASSIGN_PG, {"event_ids": _array(event_ids), "contact_ids": _array(contact_ids)}
+        )
     else:
         pairs = {str(event_id): contact_id for event_id, contact_id in owners}
-        conn.execute(_ASSIGN_SQLITE, {"owners": json.dumps(pairs)})
+        conn.execute(_ASSIGN_SQLITE, {"owners": orjson.dumps(pairs).decode()})
+
+
+def _array(numbers: Sequence[int | None]) -> str:
+    """A PostgreSQL array literal of integers (None is NULL)."""
+    return "{" + ",".join("NULL" if n is None else str(int(n)) for n in numbers) + "}"
 
 
 _ASSIGN_PG = text(
@@ -217,6 +272,9 @@ _ASSIGN_SQLITE = text(
     " FROM json_each(:owners) AS o"
     " WHERE events.id = CAST(o.key AS INTEGER)"
 )
+
+
+_TIMESTAMP = UTCDateTime()
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
