@@ -15,12 +15,13 @@ from sqlalchemy import Engine
 from tidings.clock import Clock
 from tidings.config import Settings
 from tidings.events import apply as event_apply
+from tidings.segments import refresh as segments_refresh
 
 log = logging.getLogger(__name__)
 
 Task = Callable[[Engine, Clock, Settings], int]
 
-TASKS: Sequence[Task] = (event_apply.process_pending,)
+TASKS: Sequence[Task] = (event_apply.process_pending, segments_refresh.refresh)
 
 
 class Worker:

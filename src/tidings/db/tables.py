@@ -173,3 +173,36 @@ api_keys = Table(
     Column("revoked_at", UTCDateTime),
     CheckConstraint("scope IN ('admin', 'write', 'read')", name="api_key_scope"),
 )
+
+# -- segments ---------------------------------------------------------------------------
+
+segments = Table(
+    "segments",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("key", String(100), nullable=False, unique=True),
+    Column("name", String(255), nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("rule", Json, nullable=False, doc="The condition (docs/conditions.md), as written."),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("rebuilt_at", UTCDateTime, doc="Last full rebuild of the membership."),
+    Column("checked_at", UTCDateTime, doc="Last re-evaluation of changed contacts."),
+    Column(
+        "evaluations",
+        BigId,
+        nullable=False,
+        server_default="0",
+        doc="Membership evaluations so far; part of each Segment Entered/Left message id.",
+    ),
+    sqlite_autoincrement=True,  # never reuse an id: it is part of event message ids
+)
+
+segment_memberships = Table(
+    "segment_memberships",
+    metadata,
+    Column("segment_id", BigId, ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True),
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("entered_at", UTCDateTime, nullable=False),
+)
+Index("ix_segment_memberships_contact_id", segment_memberships.c.contact_id)

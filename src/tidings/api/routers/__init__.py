@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from tidings.api.routers import contacts, contacts_bulk, health, ingest, lists
+from tidings.api.routers import contacts, contacts_bulk, health, ingest, lists, segments
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -10,4 +10,5 @@ ROUTERS: list[APIRouter] = [
     contacts_bulk.router,
     contacts.router,
     lists.router,
+    segments.router,
 ]
