@@ -1,6 +1,8 @@
 """Every operation in our OpenAPI document, fed inputs generated from it (valid and not):
 the server never answers 5xx, and every error is a JSON body in our one shape."""
 
+import os
+
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from sqlalchemy import Engine
@@ -10,7 +12,7 @@ from tidings.clock import FakeClock
 from tidings.config import Settings
 
 FUZZ = settings(
-    max_examples=12,
+    max_examples=int(os.environ.get("TIDINGS_FUZZ_EXAMPLES", "12")),
     deadline=None,
     database=None,
     suppress_health_check=list(HealthCheck),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from sqlalchemy import Engine
 
 from tidings import __version__
 from tidings.api import errors as api_errors
+from tidings.api import nul
 from tidings.clock import Clock, SystemClock
 from tidings.config import Settings
 from tidings.db.engine import make_engine
@@ -35,10 +36,12 @@ def create_app(
 
 
 def _include_routers(app: FastAPI) -> None:
-    from tidings.api.routers import ROUTERS
+    from tidings.api.routers import ROUTERS, ingest
 
+    checked = [Depends(nul.refuse_nul_characters)]
     for router in ROUTERS:
-        app.include_router(router)
+        # ingest streams its body under a size limit and checks for NUL itself
+        app.include_router(router, dependencies=[] if router is ingest.router else checked)
 
 
 def app_from_env() -> FastAPI:
