@@ -32,6 +32,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 contacts_app = typer.Typer(help="Contacts: CSV import and export.", no_args_is_help=True)
 app.add_typer(contacts_app, name="contacts")
+segments_app = typer.Typer(help="Segments: dynamic groups of contacts.", no_args_is_help=True)
+app.add_typer(segments_app, name="segments")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -262,6 +264,66 @@ def contacts_export(
                 count = exporter.export_csv(engine, file, list_key=list_key)
             partial.replace(out)
     err_console.print(f"Exported {count} contacts.", highlight=False)
+
+
+@segments_app.command("list")
+def segments_list() -> None:
+    """List the segments with their member counts."""
+    from tidings.segments import definitions
+
+    with database() as engine, engine.connect() as conn:
+        rows = definitions.list_all(conn)
+    table = Table("key", "name", "members", "rebuilt")
+    for row in rows:
+        table.add_row(row["key"], row["name"], str(row["member_count"]), str(row["rebuilt_at"]))
+    console.print(table)
+
+
+@segments_app.command("apply")
+def segments_apply(
+    file: Annotated[Path, typer.Argument(help="JSON: one {key, name, rule} or a list of them.")],
+) -> None:
+    """Create or update segments from a JSON file (idempotent; a segment a rule refers to
+    must come earlier in the file or exist already). All or nothing."""
+    from tidings.segments import definitions
+
+    with _one_line_errors():
+        items = _read_json_items(file)
+        with database() as engine, engine.begin() as conn:
+            for item in items:
+                key = definitions.check_key(item.get("key"))
+                changes = {k: v for k, v in item.items() if k != "key"}
+                exists = key in {row["key"] for row in definitions.list_all(conn)}
+                if exists:
+                    definitions.update_segment(conn, SystemClock(), key, changes)
+                else:
+                    definitions.create(conn, SystemClock(), item)
+                console.print(f"{'Updated' if exists else 'Created'} segment {key}.")
+
+
+def _read_json_items(file: Path) -> list[dict[str, Any]]:
+    import json
+
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise errors.InvalidInput(f"{file}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise errors.InvalidInput(f"{file}: not valid JSON ({exc})") from None
+    items = document if isinstance(document, list) else [document]
+    if not all(isinstance(item, dict) for item in items):
+        raise errors.InvalidInput(f"{file}: expected an object or a list of objects")
+    return items
+
+
+@segments_app.command("rebuild")
+def segments_rebuild(key: str) -> None:
+    """Re-evaluate a segment over every contact now (the worker also does this by itself)."""
+    from tidings.segments import membership
+
+    with _one_line_errors(), database() as engine, engine.begin() as conn:
+        changes = membership.rebuild(conn, SystemClock(), key)
+    console.print(f"Rebuilt {key}: {changes} membership changes.")
 
 
 def main(argv: list[str] | None = None) -> None:
