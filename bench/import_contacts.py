@@ -12,6 +12,7 @@ tidings_bench), created with `createdb` when missing; its tables are emptied (be
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -101,15 +102,34 @@ def fresh_engine(url: str) -> Engine:
     return common.fresh_database(url)
 
 
+def helper_cpu() -> float:
+    """CPU seconds used so far by this process's descendants: the importer's helper process
+    runs under the multiprocessing fork server, which collects its times when it ends."""
+    total = 0.0
+    todo = [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+            if pid != os.getpid():
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+                total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def timed(label: str, rows: int, work: Callable[[], object]) -> float:
-    """Run `work`, print rows/s (and this process's CPU seconds, steadier on a busy box)."""
-    began, cpu = time.perf_counter(), time.process_time()
+    """Run `work`, print rows/s and the CPU seconds of this process and of the importer's
+    helper process (steadier than rows/s on a busy box; PostgreSQL's own work excluded)."""
+    began, cpu, helper = time.perf_counter(), time.process_time(), helper_cpu()
     work()
     seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
+    helper = helper_cpu() - helper
     speed = common.rate(rows, seconds)
     print(
         f"  {label:<34} {rows:>9,} rows {seconds:7.1f} s {speed:>9,.0f} rows/s"
-        f"  (cpu {cpu:5.1f} s here)",
+        f"  (cpu {cpu:5.1f} s here + {helper:5.1f} s helper"
+        f" = {(cpu + helper) / rows * 1e6:4.0f} us/row; load {os.getloadavg()[0]:.1f})",
         flush=True,
     )
     return speed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import phonenumbers
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -274,3 +275,86 @@ def test_attributes_merge_like_a_dict_update(
         upsert(engine, clock, [{"email": email, "attributes": attributes}])
         expected.setdefault(email, {}).update(attributes)
     assert {e: c["attributes"] for e, c in contacts(engine).items()} == expected
+
+
+# -- the E.164 fast path agrees with phonenumbers.parse ----------------------------------
+
+
+def slow_phone(value: str, country: str | None) -> str | None:
+    """`fields.phone` as it was before the fast path: parse, is_valid_number, format."""
+    try:
+        parsed = phonenumbers.parse(value, country)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def _public_phone(value: str, country: str | None) -> str | None:
+    try:
+        return fields.phone(value, country)
+    except errors.InvalidInput:
+        return None
+
+
+REGIONS = st.sampled_from([None, "DE", "US", "GB", "IT", "FR", "JP", "BR", "AR", "MX", "RU"])
+
+
+@settings(max_examples=3000, deadline=None)
+@given(digits=st.text(alphabet="0123456789", min_size=0, max_size=19), country=REGIONS)
+@example(digits="4930123456", country=None)
+@example(digits="39061234567", country="IT")  # Italian leading zero
+@example(digits="5491112345678", country=None)  # Argentine mobile with its 9
+@example(digits="49030123456", country="DE")  # a national prefix after the country code
+def test_phone_fast_path_agrees_with_phonenumbers(digits: str, country: str | None) -> None:
+    value = f"+{digits}"
+    fast = fields._parse_e164(value)
+    if fast is not None:
+        assert fast == phonenumbers.parse(value, country)
+    assert _public_phone(value, country) == slow_phone(value, country)
+
+
+def test_phone_fast_path_on_every_regions_example_numbers() -> None:
+    taken = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE):
+            example_number = phonenumbers.example_number_for_type(region, kind)
+            if example_number is None:
+                continue
+            e164 = phonenumbers.format_number(example_number, phonenumbers.PhoneNumberFormat.E164)
+            fast = fields._parse_e164(e164)
+            taken += fast is not None
+            assert fast is None or fast == phonenumbers.parse(e164, None), e164
+            assert _public_phone(e164, region) == slow_phone(e164, region)
+    assert taken > 400  # nearly every region's numbers take the fast path
+
+
+def test_one_call_updates_indexed_columns_of_some_contacts_only(
+    engine: Engine, clock: FakeClock
+) -> None:
+    upsert(
+        engine,
+        clock,
+        [
+            {"email": "a@example.com", "phone": "+4930123456", "external_id": "a"},
+            {"email": "b@example.com", "phone": "+4930123457"},
+            {"email": "c@example.com", "external_id": "c"},
+        ],
+    )
+    result = upsert(
+        engine,
+        clock,
+        [
+            {"email": "a@example.com", "phone": "+4930123456", "first_name": "A"},  # same
+            {"email": "b@example.com", "phone": "+4930999999", "external_id": "b"},  # new
+            {"external_id": "c", "email": "c2@example.com", "last_name": "C"},  # new email
+        ],
+    )
+    assert (result.created, result.updated, result.rejected) == (0, 3, [])
+    found = contacts(engine)
+    a, b, c = found["a@example.com"], found["b@example.com"], found["c2@example.com"]
+    assert (a["phone"], a["external_id"], a["first_name"]) == ("+4930123456", "a", "A")
+    assert (b["phone"], b["external_id"]) == ("+4930999999", "b")
+    assert (c["external_id"], c["last_name"]) == ("c", "C")
+    assert a["updated_at"] == b["updated_at"] == c["updated_at"] == clock.now()

@@ -340,3 +340,98 @@ def _empty(engine: Engine) -> None:
 def _comparable(found: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     skip = {"id", "created_at", "updated_at"}
     return {k: {f: v for f, v in c.items() if f not in skip} for k, c in found.items()}
+
+
+# -- the helper process gives the same results as reading in this process ---------------
+
+MIXED = (
+    "External ID,Email,Phone Number,Notes,CC,TAGS\n"
+    'u1,one@example.com,+4930123456,"two\nlines",DE,"""A"",""B"""\n'
+    "u2,bad-email,,x,,\n"
+    "\n"
+    "u3,three@example.com,030 1234567,,DE,C\n"
+    "u4,taken@example.com,,,,\n"  # taken@ belongs to another contact
+    'u5,five@example.com,12,"a ""quoted"" cell",,\n'
+    "u6,six@example.com,,,XX,\n"
+    "u7,seven@example.com,,,,D\n"
+)
+
+
+def _outcome(engine: Engine, tmp_path: Path, report: importer.ImportReport) -> Any:
+    rejects = tmp_path / "contacts.rejects.csv"
+    found = _comparable(contacts(engine))
+    return report, found, rejects.read_text(encoding="utf-8") if rejects.exists() else None
+
+
+@pytest.mark.parametrize("chunk_rows", [2, 5000])
+def test_helper_process_gives_the_same_results(
+    engine: Engine, clock: FakeClock, tmp_path: Path, chunk_rows: int
+) -> None:
+    path = write(tmp_path, MIXED)
+    outcomes = []
+    for helper_process in (False, True):
+        _empty(engine)
+        with engine.begin() as conn:
+            bulk.upsert(conn, clock, [{"email": "taken@example.com", "external_id": "u0"}])
+        first = run(engine, clock, path, chunk_rows=chunk_rows, helper_process=helper_process)
+        assert (first.rows, first.created, first.rejected) == (7, 3, 4)
+        second = run(engine, clock, path, chunk_rows=chunk_rows, helper_process=helper_process)
+        outcomes.append((first, *_outcome(engine, tmp_path, second)))
+    assert outcomes[0] == outcomes[1]
+    rejects = read_csv(tmp_path / "contacts.rejects.csv")
+    assert [(r["External ID"], r["reason"].split(":")[0]) for r in rejects] == [
+        ("u2", "email"),
+        ("u4", "external_id"),  # found by the database step: its cells are read again
+        ("u5", "phone"),
+        ("u6", "country"),
+    ]
+    assert rejects[1]["Email"] == "taken@example.com"
+    assert contacts(engine)["one@example.com"]["attributes"] == {"notes": "two\nlines"}
+
+
+def test_resume_with_the_helper_process(engine: Engine, clock: FakeClock, tmp_path: Path) -> None:
+    lines = ["email,first_name"] + [f"user{i}@example.com,U{i}" for i in range(25)]
+    lines[8] = "broken,Bad"
+    path = write(tmp_path, "\n".join(lines) + "\n")
+
+    def stop_after_first(done: int, total: int) -> None:
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run(engine, clock, path, chunk_rows=10, progress=stop_after_first, helper_process=True)
+    assert len(contacts(engine)) == 9
+    report = run(engine, clock, path, chunk_rows=10, resume=True, helper_process=True)
+    assert report.resumed_at_row == 10
+    assert (report.rows, report.created, report.updated, report.rejected) == (25, 24, 0, 1)
+    assert [r["email"] for r in read_csv(tmp_path / "contacts.rejects.csv")] == ["broken"]
+
+
+def test_helper_process_reports_file_errors(
+    engine: Engine, clock: FakeClock, tmp_path: Path
+) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"email,first_name\n" + b"a@example.com,A\n" * 30 + b"b@example.com,J\xf6rg\n")
+    with pytest.raises(errors.InvalidInput, match="not UTF-8 near byte"):
+        run(engine, clock, path, chunk_rows=10, helper_process=True)
+    assert len(contacts(engine)) == 1  # the chunks before the bad line are committed
+
+
+def test_large_files_use_the_helper_process(
+    engine: Engine, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tidings.contacts import import_reading
+
+    chosen: list[bool] = []
+    real = import_reading.chunks_ahead
+
+    def spy(source: import_reading.CsvSource, helper_process: bool) -> Any:
+        chosen.append(helper_process)
+        return real(source, helper_process)
+
+    monkeypatch.setattr(importer, "chunks_ahead", spy)
+    monkeypatch.setattr(importer, "HELPER_PROCESS_BYTES", 100)
+    path = write(tmp_path, "email\n" + "".join(f"u{i}@example.com\n" for i in range(3)))
+    run(engine, clock, path)
+    path = write(tmp_path, "email\n" + "".join(f"u{i}@example.com\n" for i in range(30)))
+    run(engine, clock, path)
+    assert chosen == [False, True]
