@@ -358,3 +358,21 @@ def test_one_call_updates_indexed_columns_of_some_contacts_only(
     assert (b["phone"], b["external_id"]) == ("+4930999999", "b")
     assert (c["external_id"], c["last_name"]) == ("c", "C")
     assert a["updated_at"] == b["updated_at"] == c["updated_at"] == clock.now()
+
+
+def test_nul_characters_reject_the_row_naming_the_field() -> None:
+    """Neither database stores U+0000: the row is rejected with a reason, others are kept."""
+    prepared = bulk.prepare(
+        [
+            {"email": "a@example.com", "first_name": "A\x00na"},
+            {"email": "b@example.com", "attributes": {"notes": ["ok", "x\x00"]}},
+            {"email": "c@example.com", "tags": ["v\x00ip"]},
+            {"email": "d@example.com", "attributes": {"path": "C:\\u0000"}},  # a backslash
+        ]
+    )
+    assert [(r.index, r.field) for r in prepared.rejected] == [
+        (0, "first_name"),
+        (1, "attributes.notes[1]"),
+        (2, "tags[0]"),
+    ]
+    assert [row.email for row in prepared.rows] == ["d@example.com"]

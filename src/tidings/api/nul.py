@@ -4,32 +4,10 @@ resource route, before any handler runs. (Ingest checks its own bodies while it 
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from fastapi import Request
 
-from tidings import errors
-
-
-def _nul_path(value: Any, path: str) -> str | None:
-    """The path of the first string (or key) in `value` holding a NUL, if any."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            where = f"{path}.{key}"
-            if "\x00" in key:
-                return where
-            found = _nul_path(item, where)
-            if found:
-                return found
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _nul_path(item, f"{path}[{index}]")
-            if found:
-                return found
-    return None
+from tidings import errors, nul
 
 
 async def refuse_nul_characters(request: Request) -> None:
@@ -43,7 +21,7 @@ async def refuse_nul_characters(request: Request) -> None:
     body = await request.body()
     if b"\\u0000" in body or b"\x00" in body:  # cheap test first; parse only on a hit
         try:
-            found = _nul_path(orjson.loads(body), "body")
+            found = nul.find(orjson.loads(body), "body")
         except orjson.JSONDecodeError:
             found = "body"
         if found:
@@ -51,4 +29,4 @@ async def refuse_nul_characters(request: Request) -> None:
 
 
 def _refused(field: str) -> errors.InvalidInput:
-    return errors.InvalidInput.field(field, "contains a NUL character (\\u0000)")
+    return errors.InvalidInput.field(field, nul.MESSAGE)

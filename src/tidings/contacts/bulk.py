@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
-from tidings import errors
+from tidings import errors, nul
 from tidings.clock import Clock
 from tidings.contacts import fields
 from tidings.db import tables
@@ -133,6 +133,10 @@ def _prepare_one(index: int, item: Mapping[str, Any]) -> _Row:
     values = list(map(profile.get, fields.PROFILE_FIELDS))
     doc = _json_doc([*values, _attributes(item.get("attributes"))])
     tags = tuple(_tags(item.get("tags")))
+    if b"\\u0000" in doc or any("\x00" in tag for tag in tags):  # cheap test first
+        where = nul.find(dict(item), "")
+        if where:
+            raise errors.InvalidInput.field(where, nul.MESSAGE)
     return _Row(index, email, external_id, profile.get("phone"), doc, tags)
 
 
