@@ -26,7 +26,9 @@ class ListStatusIn(BaseModel):
     )
 
 
-class _Profile(BaseModel):
+class ProfileFields(BaseModel):
+    """The profile columns of a contact body (the single and the bulk API share them)."""
+
     model_config = ConfigDict(extra="forbid")
 
     external_id: str | None = None
@@ -38,6 +40,9 @@ class _Profile(BaseModel):
     timezone: str | None = Field(None, description="IANA name, e.g. `Europe/Berlin`.")
     country: str | None = Field(None, description="ISO 3166-1 alpha-2, e.g. `DE`.")
     lifecycle_stage: str | None = None
+
+
+class _Profile(ProfileFields):
     lists: list[ListStatusIn] | None = None
     consent: ConsentIn | None = Field(None, description="Proof for the `lists` changes.")
 

@@ -13,27 +13,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tidings import errors
 from tidings.api.deps import AdminKey, ClockDep, EngineDep
+from tidings.api.routers.contacts import ProfileFields
 from tidings.contacts import bulk
 
 router = APIRouter(prefix="/v1/contacts", tags=["contacts"])
 MAX_ITEMS = 1000
 
 
-class BulkContact(BaseModel):
+class BulkContact(ProfileFields):
     """One contact: matched by `external_id` when given, else by `email`. Given fields
     overwrite, missing or null ones are kept, `attributes` merge, `tags` are added."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    external_id: str | None = None
-    email: str | None = None
-    phone: str | None = Field(None, description="E.164, or national in the contact's country.")
-    first_name: str | None = None
-    last_name: str | None = None
-    locale: str | None = Field(None, description="BCP 47 tag, e.g. `pt-BR`.")
-    timezone: str | None = Field(None, description="IANA name, e.g. `Europe/Berlin`.")
-    country: str | None = Field(None, description="ISO 3166-1 alpha-2, e.g. `DE`.")
-    lifecycle_stage: str | None = None
     attributes: dict[str, Any] | None = None
     tags: list[str] | None = None
 
