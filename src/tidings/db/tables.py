@@ -206,3 +206,7 @@ segment_memberships = Table(
     Column("entered_at", UTCDateTime, nullable=False),
 )
 Index("ix_segment_memberships_contact_id", segment_memberships.c.contact_id)
+# The segments worker asks each round which contacts changed without an event (profile,
+# tags, list status) since its last check: without these it would scan both tables.
+Index("ix_contacts_updated_at", contacts.c.updated_at)
+Index("ix_list_memberships_updated_at", list_memberships.c.updated_at)

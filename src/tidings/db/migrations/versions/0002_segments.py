@@ -64,9 +64,18 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("segment_memberships", schema=None) as batch_op:
         batch_op.create_index("ix_segment_memberships_contact_id", ["contact_id"], unique=False)
+    # what `segments.refresh` asks each round: who changed without an event
+    with op.batch_alter_table("contacts", schema=None) as batch_op:
+        batch_op.create_index("ix_contacts_updated_at", ["updated_at"], unique=False)
+    with op.batch_alter_table("list_memberships", schema=None) as batch_op:
+        batch_op.create_index("ix_list_memberships_updated_at", ["updated_at"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("list_memberships", schema=None) as batch_op:
+        batch_op.drop_index("ix_list_memberships_updated_at")
+    with op.batch_alter_table("contacts", schema=None) as batch_op:
+        batch_op.drop_index("ix_contacts_updated_at")
     with op.batch_alter_table("segment_memberships", schema=None) as batch_op:
         batch_op.drop_index("ix_segment_memberships_contact_id")
     op.drop_table("segment_memberships")
