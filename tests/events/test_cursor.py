@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, create_engine, func, select
 
 from tests.events.test_apply import append_event
 from tidings.clock import FakeClock
@@ -68,14 +68,21 @@ def test_a_second_worker_does_not_wait_for_the_first(
 ) -> None:
     _skip_unless_postgresql(engine)
     with engine.begin() as conn:
+        append_event(conn, clock, user_id="u0")
+    assert apply.process_pending(engine, clock, settings) == 1  # the cursor row now exists
+    with engine.begin() as conn:
         append_event(conn, clock, user_id="u1")
-    with engine.begin() as first:
-        assert cursor.claim(first, clock) is not None
-        started = time.monotonic()
-        assert apply.process_pending(engine, clock, settings) == 0  # taken: skip, don't wait
-        with engine.begin() as second:
-            assert cursor.claim(second, clock) is None
-        assert time.monotonic() - started < 5
+    # Connections on which any wait for a lock fails after 2 s instead of passing slowly:
+    # "does not wait" is then an error, not a measured time.
+    impatient = create_engine(engine.url, connect_args={"options": "-c lock_timeout=2000"})
+    try:
+        with engine.begin() as first:
+            assert cursor.claim(first, clock) is not None
+            assert apply.process_pending(impatient, clock, settings) == 0  # taken: skip
+            with impatient.begin() as second:
+                assert cursor.claim(second, clock) is None
+    finally:
+        impatient.dispose()
     assert apply.process_pending(engine, clock, settings) == 1
 
 
