@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from tidings import errors, keys
 from tidings import log as logging_setup
+from tidings.cli_flows import flows_app
 from tidings.clock import SystemClock
 from tidings.config import Settings
 from tidings.db import migrate
@@ -34,6 +35,7 @@ contacts_app = typer.Typer(help="Contacts: CSV import and export.", no_args_is_h
 app.add_typer(contacts_app, name="contacts")
 segments_app = typer.Typer(help="Segments: dynamic groups of contacts.", no_args_is_help=True)
 app.add_typer(segments_app, name="segments")
+app.add_typer(flows_app, name="flows")
 
 console = Console()
 err_console = Console(stderr=True)

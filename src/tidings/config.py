@@ -6,9 +6,10 @@ generated from this class and a test fails when a setting has no description.
 
 from __future__ import annotations
 
+import zoneinfo
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tidings import errors
@@ -70,6 +71,26 @@ class Settings(BaseSettings):
         description="Events a worker applies per transaction (about half a second of work "
         "at 10,000; larger batches amortise each round's fixed cost: cursor, commit).",
     )
+    flow_batch_size: int = Field(
+        2_000,
+        ge=1,
+        le=100_000,
+        description="Due flow runs a worker advances per transaction. Several workers each "
+        "claim their own batch (SKIP LOCKED on PostgreSQL).",
+    )
+    flow_check_seconds: float = Field(
+        300.0,
+        ge=1,
+        le=86_400,
+        description="How often scheduled triggers (date attribute, inactivity, score, "
+        "recurring schedule) look for contacts to enrol. Date triggers enrol a day ahead, "
+        "so runs still start at the exact local time.",
+    )
+    fallback_timezone: str = Field(
+        "UTC",
+        description="The IANA zone used for send windows, local-time waits and date "
+        "triggers when a contact has no (valid) time zone.",
+    )
     segment_rebuild_seconds: float = Field(
         300.0,
         ge=1,
@@ -91,6 +112,15 @@ class Settings(BaseSettings):
         if self.env == "production" and self.secret_key.get_secret_value() == DEFAULT_SECRET:
             raise errors.ConfigError("TIDINGS_SECRET_KEY must be set in production.")
         return self
+
+    @field_validator("fallback_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone") from None
+        return value
 
     @property
     def is_sqlite(self) -> bool:

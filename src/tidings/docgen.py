@@ -2,7 +2,8 @@
 
 - docs/reference/configuration.md from `Settings` field descriptions,
 - docs/reference/cli.md from the Typer app,
-- docs/reference/openapi.json from the FastAPI app."""
+- docs/reference/openapi.json from the FastAPI app,
+- docs/reference/flow-schema.json from the flow format's models (`flows.definition`)."""
 
 from __future__ import annotations
 
@@ -60,10 +61,17 @@ def openapi_json() -> str:
     return json.dumps(spec, indent=2, sort_keys=True) + "\n"
 
 
+def flow_schema_json() -> str:
+    from tidings.flows import definition
+
+    return json.dumps(definition.schema(), indent=2, sort_keys=True) + "\n"
+
+
 PAGES = {
     "configuration.md": configuration_markdown,
     "cli.md": cli_markdown,
     "openapi.json": openapi_json,
+    "flow-schema.json": flow_schema_json,
 }
 
 

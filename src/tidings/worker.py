@@ -1,4 +1,4 @@
-"""The worker: applies the event log and, later, advances flow runs and delivers the ledger.
+"""The worker: applies the event log, keeps segments current and runs the flows.
 
 Each task is a function ``(engine, clock, settings) -> items done``. ``run_once`` runs every
 task until none has work; ``run_forever`` repeats that, resting when idle. Tests and
@@ -15,13 +15,22 @@ from sqlalchemy import Engine
 from tidings.clock import Clock
 from tidings.config import Settings
 from tidings.events import apply as event_apply
+from tidings.flows import listening, runs, scheduled
 from tidings.segments import refresh as segments_refresh
 
 log = logging.getLogger(__name__)
 
 Task = Callable[[Engine, Clock, Settings], int]
 
-TASKS: Sequence[Task] = (event_apply.process_pending, segments_refresh.refresh)
+#: In order: contacts learn from the log, segments follow, then flows react to both
+#: (enrol, wake, exit, convert), scheduled triggers enrol, and due runs advance.
+TASKS: Sequence[Task] = (
+    event_apply.process_pending,
+    segments_refresh.refresh,
+    listening.process_events,
+    scheduled.check_due,
+    runs.advance_due,
+)
 
 
 class Worker:

@@ -156,6 +156,16 @@ def _count(value: Any, field: str, problems: Problems) -> tuple[Test, ...] | Non
     return tuple(out) if len(out) == len(value) else None
 
 
+def where(value: Any, field: str) -> tuple[Property, ...]:
+    """A `where` object (`{currency: EUR, total: {gte: 100}}`) as property tests, or
+    `InvalidInput` naming each bad entry under `field`. Flows filter trigger events with it."""
+    problems = Problems()
+    props = _where(value, field, problems)
+    problems.raise_any()
+    assert props is not None  # noqa: S101 - no problems means every entry parsed
+    return props
+
+
 def _where(value: Any, field: str, problems: Problems) -> tuple[Property, ...] | None:
     if not isinstance(value, Mapping) or len(value) > MAX_WHERE:
         problems.add(field, f"must be an object of at most {MAX_WHERE} property filters")

@@ -161,6 +161,13 @@ def matches(node: Event, event: EventFact, now: datetime) -> bool:
     return not node.where_any or any(_property(p, event.properties, now) for p in node.where_any)
 
 
+def properties_match(
+    where: tuple[Property, ...], properties: Mapping[str, Any], now: datetime
+) -> bool:
+    """Whether event `properties` pass every property test (`behaviour.where`)."""
+    return all(_property(p, properties, now) for p in where)
+
+
 def _property(prop: Property, properties: Mapping[str, Any], now: datetime) -> bool:
     value = dig(properties, prop.keys)
     return all(json_test(t, value, now) for t in prop.tests)

@@ -203,6 +203,8 @@ def set_status(
             .values(status=target, updated_at=now)
         )
     consent.record(conn, clock, proof, contact_id=contact_id, list_id=lst.id, status=target)
+    if target == "subscribed":
+        log_joined(conn, clock, lst, [contact_id])
     return {"list": key, "contact_id": contact_id, "status": target, "changed": True}
 
 
@@ -243,7 +245,11 @@ def set_status_many(
         .outerjoin(m, and_(m.c.contact_id == c.c.id, m.c.list_id == lst.id))
         .where(c.c.id.in_(ids), m.c.status.is_(None) | m.c.status.not_in(sorted(keep)))
     )
+    joining = (
+        conn.scalars(changing.with_only_columns(c.c.id)).all() if target == "subscribed" else []
+    )
     changed = consent.record_from(conn, clock, proof, changing, status=target)
+    log_joined(conn, clock, lst, joining)
     conn.execute(
         update(m)
         .where(m.c.list_id == lst.id, m.c.contact_id.in_(ids), m.c.status.not_in(sorted(keep)))
@@ -255,6 +261,31 @@ def set_status_many(
     ).where(c.c.id.in_(ids), ~already.exists())
     conn.execute(insert(m).from_select(["contact_id", *_new_row(lst.id, target, now)], new_rows))
     return {"list": key, "status": target, "changed": changed, "unchanged": len(ids) - changed}
+
+
+#: The event a contact's joining a list (becoming subscribed) appends to the log.
+JOINED = "List Joined"
+
+
+def log_joined(conn: Connection, clock: Clock, lst: Row[Any], contact_ids: Iterable[int]) -> None:
+    """Append a "List Joined" event per contact (flows trigger on it: `list_joined`)."""
+    now = clock.now()
+    rows = [
+        {
+            "message_id": f"list:{lst.id}:{cid}:joined:{now.isoformat()}",
+            "type": "track",
+            "name": JOINED,
+            "contact_id": cid,
+            "properties": {"list": lst.key, "list_id": lst.id},
+            "context": {},
+            "timestamp": now,
+            "received_at": now,
+            "source": "tidings",
+        }
+        for cid in contact_ids
+    ]
+    if rows:
+        conn.execute(insert(tables.events), rows)
 
 
 def _new_row(list_id: int, status: str, now: Any) -> dict[str, Any]:

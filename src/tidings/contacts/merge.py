@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -95,6 +96,7 @@ def move(conn: Connection, clock: Clock, merges: Sequence[tuple[int, int]]) -> N
     for statement in _moves(conn.dialect.name):
         conn.execute(statement, pairs)
     _merge_memberships(conn, clock, merges)
+    _move_runs(conn, clock, final)
     conn.execute(delete(contacts).where(contacts.c.id.in_(list(final))))
     for source, target in final.items():
         log.info("merged contacts", extra={"contact_id": target, "merged_contact_id": source})
@@ -113,7 +115,7 @@ _MOVES = [
     *(
         f"UPDATE {table} SET contact_id = m.target FROM {{pairs}}"  # noqa: S608 - our names
         f" WHERE {table}.contact_id = m.source"
-        for table in ("events", "contact_anonymous_ids", "consents")
+        for table in ("events", "contact_anonymous_ids", "consents", "messages")
     ),
     "INSERT INTO contact_tags (contact_id, tag)"  # tags: the union
     " SELECT DISTINCT m.target, t.tag FROM contact_tags t JOIN {pairs} ON t.contact_id = m.source"
@@ -160,6 +162,41 @@ def _merge_memberships(conn: Connection, clock: Clock, merges: Sequence[tuple[in
             )
     conn.execute(delete(m).where(m.c.contact_id.in_(involved)))
     conn.execute(insert(m), list(state.values()))
+
+
+def _move_runs(conn: Connection, clock: Clock, final: Mapping[int, int]) -> None:
+    """Flow runs move to the target, numbered after its own runs of the same flow and key;
+    a live run that would be a second live run of the target in that flow ends (exited,
+    "merged"): the target's own run carries on."""
+    r = tables.flow_runs
+    involved = sorted({*final, *final.values()})
+    rows = conn.execute(
+        select(r.c.id, r.c.flow_id, r.c.contact_id, r.c.entry_key, r.c.entry_seq, r.c.ended_at)
+        .where(r.c.contact_id.in_(involved))
+        .order_by(r.c.id)
+    ).all()
+    taken: dict[tuple[int, int, str], set[int]] = defaultdict(set)
+    live: set[tuple[int, int, str]] = set()
+    for row in rows:
+        if row.contact_id not in final:
+            taken[(row.flow_id, row.contact_id, row.entry_key)].add(row.entry_seq)
+            if row.ended_at is None:
+                live.add((row.flow_id, row.contact_id, row.entry_key))
+    now, moves = clock.now(), []
+    for row in (row for row in rows if row.contact_id in final):
+        key = (row.flow_id, final[row.contact_id], row.entry_key)
+        seq = max(taken[key], default=-1) + 1
+        taken[key].add(seq)
+        ends = row.ended_at is None and key in live
+        if row.ended_at is None and not ends:
+            live.add(key)
+        moves.append({"rid": row.id, "target": key[1], "seq": seq, "ends": ends})
+    for move in moves:
+        values: dict[str, Any] = {"contact_id": move["target"], "entry_seq": move["seq"]}
+        if move["ends"]:
+            values |= {"status": "exited", "ended_at": now, "end_reason": "merged", "step_id": None}
+            values |= {"next_at": None, "wait_event": None}
+        conn.execute(update(r).where(r.c.id == move["rid"]).values(**values))
 
 
 def _combined(mine: dict[str, Any], theirs: Mapping[str, Any], now: datetime) -> dict[str, Any]:

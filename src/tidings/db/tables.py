@@ -7,6 +7,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -210,3 +211,174 @@ Index("ix_segment_memberships_contact_id", segment_memberships.c.contact_id)
 # tags, list status) since its last check: without these it would scan both tables.
 Index("ix_contacts_updated_at", contacts.c.updated_at)
 Index("ix_list_memberships_updated_at", list_memberships.c.updated_at)
+
+# -- flows ------------------------------------------------------------------------------
+
+FLOW_STATUSES = ("draft", "active", "paused", "archived")
+
+flows = Table(
+    "flows",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("key", String(100), nullable=False, unique=True),
+    Column("name", String(255), nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("status", String(16), nullable=False, server_default="draft"),
+    Column("version", Integer, nullable=False, doc="The newest version; new runs start on it."),
+    Column("trigger_type", String(32), nullable=False, doc="Trigger kind of the newest version."),
+    Column(
+        "trigger_event",
+        String(255),
+        doc="The log event that can start a run (event, segment, list and form triggers).",
+    ),
+    Column("next_check_at", UTCDateTime, doc="When a scheduled trigger looks for contacts next."),
+    Column("checked_at", UTCDateTime, doc="The last time a scheduled trigger looked."),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("status IN ('draft', 'active', 'paused', 'archived')", name="flow_status"),
+    sqlite_autoincrement=True,
+)
+Index("ix_flows_trigger_event", flows.c.trigger_event)
+
+flow_versions = Table(
+    "flow_versions",
+    metadata,
+    Column("flow_id", BigId, ForeignKey("flows.id", ondelete="CASCADE"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("definition", Json, nullable=False, doc="The flow as written, with every step id."),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+RUN_STATUSES = ("active", "waiting", "completed", "exited", "failed")
+
+flow_runs = Table(
+    "flow_runs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("flow_id", BigId, ForeignKey("flows.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "entry_key",
+        String(255),
+        nullable=False,
+        server_default="",
+        doc="What makes this run one of its own: the `entry.key` value (a cart id), the "
+        "year of a birthday... Empty for one run per contact.",
+    ),
+    Column(
+        "entry_seq",
+        Integer,
+        nullable=False,
+        server_default="0",
+        doc="How many runs of this flow, contact and key came before this one.",
+    ),
+    Column("status", String(16), nullable=False),
+    Column("step_id", String(100), doc="The step the run is at (None once it has ended)."),
+    Column("next_at", UTCDateTime, doc="When the run is due to advance (None: not by time)."),
+    Column("wait_event", String(255), doc="The event a `wait_until` step is waiting for."),
+    Column("state", Json, nullable=False, doc="Engine state: visits, cohorts, wait, trigger."),
+    Column("entered_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime),
+    Column("end_reason", Text),
+    Column("converted_at", UTCDateTime),
+    Column("converted_step", String(100), doc="The last message step before the goal."),
+    Column("revenue", Float),
+    CheckConstraint(
+        "status IN ('active', 'waiting', 'completed', 'exited', 'failed')", name="run_status"
+    ),
+    sqlite_autoincrement=True,  # never reuse an id: ledger rows and message events name it
+)
+Index(
+    "uq_flow_runs_entry",
+    flow_runs.c.flow_id,
+    flow_runs.c.contact_id,
+    flow_runs.c.entry_key,
+    flow_runs.c.entry_seq,
+    unique=True,
+)
+# At most one live run per (flow, contact, key), whatever raced to start it.
+Index(
+    "uq_flow_runs_live",
+    flow_runs.c.flow_id,
+    flow_runs.c.contact_id,
+    flow_runs.c.entry_key,
+    unique=True,
+    sqlite_where=flow_runs.c.ended_at.is_(None),
+    postgresql_where=flow_runs.c.ended_at.is_(None),
+)
+Index(
+    "ix_flow_runs_due",
+    flow_runs.c.flow_id,
+    flow_runs.c.next_at,
+    sqlite_where=flow_runs.c.next_at.is_not(None),
+    postgresql_where=flow_runs.c.next_at.is_not(None),
+)
+Index("ix_flow_runs_contact_id", flow_runs.c.contact_id)
+
+flow_run_steps = Table(
+    "flow_run_steps",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("run_id", BigId, ForeignKey("flow_runs.id", ondelete="CASCADE"), nullable=False),
+    Column("flow_id", BigId, nullable=False),
+    Column("step_id", String(100)),
+    Column("action", String(32), nullable=False, doc="entered, branched, sent, waited..."),
+    Column(
+        "first",
+        Boolean,
+        nullable=False,
+        doc="The first record of a visit to the step (what 'entered the step' counts).",
+    ),
+    Column("detail", Json, nullable=False, doc="Why: the branch, the condition's values..."),
+    Column("at", UTCDateTime, nullable=False),
+)
+Index("ix_flow_run_steps_run_id", flow_run_steps.c.run_id)
+Index("ix_flow_run_steps_flow_id_step_id", flow_run_steps.c.flow_id, flow_run_steps.c.step_id)
+
+# -- the send ledger --------------------------------------------------------------------
+
+CHANNELS = ("email", "sms", "webhook", "notify")
+MESSAGE_STATUSES = ("queued", "sending", "sent", "failed", "suppressed", "unknown")
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="CASCADE")),
+    Column("channel", String(16), nullable=False),
+    Column("status", String(16), nullable=False, server_default="queued"),
+    Column("flow_id", BigId, ForeignKey("flows.id", ondelete="SET NULL")),
+    Column("run_id", BigId, ForeignKey("flow_runs.id", ondelete="SET NULL")),
+    Column("step_id", String(100)),
+    Column("occurrence", Integer, nullable=False, server_default="1"),
+    Column("template", String(100)),
+    Column("payload", Json, nullable=False, doc="What the channel needs besides the template."),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime),
+    Column("error", Text),
+    CheckConstraint("channel IN ('email', 'sms', 'webhook', 'notify')", name="message_channel"),
+    CheckConstraint(
+        "status IN ('queued', 'sending', 'sent', 'failed', 'suppressed', 'unknown')",
+        name="message_status",
+    ),
+    sqlite_autoincrement=True,
+)
+# One send intent per (run, step, occurrence): the engine may be re-run, never re-send.
+Index(
+    "uq_messages_intent",
+    messages.c.run_id,
+    messages.c.step_id,
+    messages.c.occurrence,
+    unique=True,
+)
+Index("ix_messages_status_due_at", messages.c.status, messages.c.due_at)
+Index(
+    "ix_messages_contact_id_channel_created_at",
+    messages.c.contact_id,
+    messages.c.channel,
+    messages.c.created_at,
+)

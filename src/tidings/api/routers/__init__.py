@@ -2,7 +2,15 @@
 
 from fastapi import APIRouter
 
-from tidings.api.routers import contacts, contacts_bulk, health, ingest, lists, segments
+from tidings.api.routers import (
+    contacts,
+    contacts_bulk,
+    flows,
+    health,
+    ingest,
+    lists,
+    segments,
+)
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -11,4 +19,6 @@ ROUTERS: list[APIRouter] = [
     contacts.router,
     lists.router,
     segments.router,
+    flows.router,
+    flows.contacts_router,
 ]
