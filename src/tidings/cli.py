@@ -96,7 +96,9 @@ def serve(
 
 @app.command("worker")
 def run_worker() -> None:
-    """Run the worker alone (add as many as you like on PostgreSQL)."""
+    """Run the worker alone (add as many as you like on PostgreSQL). SIGTERM or Ctrl-C
+    stops it once the batch in hand is committed."""
+    import signal
     import threading
 
     from tidings.worker import Worker
@@ -104,10 +106,9 @@ def run_worker() -> None:
     config = settings()
     logging_setup.configure(config.log_level, config.log_format)
     stop = threading.Event()
-    try:
-        Worker(config, make_engine(config), SystemClock()).run_forever(stop)
-    except KeyboardInterrupt:
-        stop.set()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    Worker(config, make_engine(config), SystemClock()).run_forever(stop)
 
 
 @db_app.command("upgrade")

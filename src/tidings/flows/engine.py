@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from tidings.conditions.evaluate import Explanation
@@ -139,6 +139,10 @@ class _Stepper:
     ) -> None:
         self.flow, self.out, self.now, self.facts, self.options = flow, out, now, facts, options
         self.r = out.run
+        #: A step visited in this advance whose first record is not written yet.
+        self.unrecorded: str | None = None
+        #: Send intents per channel decided in this advance (caps count them too).
+        self.sent_now: dict[str, int] = {}
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -193,12 +197,15 @@ class _Stepper:
     # -- bookkeeping --------------------------------------------------------------------
 
     def record(self, step_id: str | None, action: str, first: bool, detail: dict[str, Any]) -> None:
+        if first:
+            self.unrecorded = None
         self.out.records.append(Record(step_id, action, self.now, first, detail))
 
     def visit(self, step_id: str) -> int:
         """Count a fresh visit to the step; its number is the ledger occurrence."""
         visits = self.r.state.setdefault("visits", {})
         visits[step_id] = int(visits.get(step_id, 0)) + 1
+        self.unrecorded = step_id  # its first record is still to come
         return int(visits[step_id])
 
     def go(self, step_id: str | None) -> bool:
@@ -216,22 +223,29 @@ class _Stepper:
         self, status: str, reason: str | None, action: str, detail: dict[str, Any] | None = None
     ) -> None:
         detail = {**({"reason": reason} if reason else {}), **(detail or {})}
-        self.record(self.r.step_id, action, False, detail)
+        first = self.unrecorded is not None and self.unrecorded == self.r.step_id
+        pending = self.r.state.get("pending")
+        parked_here = isinstance(pending, dict) and pending.get("step") == self.r.step_id
+        # a run that never entered its step (an exit condition held before) ends at none
+        self.record(self.r.step_id if first or parked_here else None, action, first, detail)
         self.r.status, self.r.end_reason = status, reason
         self.r.step_id, self.r.next_at, self.r.wait_event = None, None, None
         self.r.state.pop("pending", None)
         self.r.state.pop("wake", None)
 
-    def _pending(self, step_id: str) -> dict[str, Any] | None:
+    def _pending(self, step_id: str, kind: str) -> dict[str, Any] | None:
+        """What the run is parked on at this step, if it is parked here on this kind of
+        step (a run moved to a version where the id names another kind starts it afresh)."""
         pending = self.r.state.get("pending")
         if isinstance(pending, dict) and pending.get("step") == step_id:
-            return pending
+            if pending.get("kind", kind) == kind:
+                return pending
         return None
 
     # -- steps --------------------------------------------------------------------------
 
     def send(self, step: graph.Send) -> bool:
-        pending = self._pending(step.id)
+        pending = self._pending(step.id, "send")
         occurrence = int(pending["occurrence"]) if pending else self.visit(step.id)
         first = pending is None
         if step.template and not self.facts.template_exists(step.channel, step.template):
@@ -240,11 +254,12 @@ class _Stepper:
         if held is not None:
             until, why = held
             self.record(step.id, history.DEFERRED, first, {"until": until.isoformat(), "why": why})
-            return self.park(until, {"step": step.id, "occurrence": occurrence})
+            return self.park(until, {"step": step.id, "kind": "send", "occurrence": occurrence})
         if self._exit_condition_holds():
             return False
         intent = SendIntent(step.id, occurrence, step.channel, step.template, step.params, self.now)
         self.out.effects.append(intent)
+        self.sent_now[step.channel] = self.sent_now.get(step.channel, 0) + 1
         self.r.state["last_sent"] = step.id
         detail: dict[str, Any] = {"channel": step.channel, "occurrence": occurrence}
         if step.template:
@@ -264,14 +279,15 @@ class _Stepper:
                 return when, "send window"
         cap = settings.frequency_caps.get(step.channel)
         if cap is not None:
-            sent = self.facts.recent_sends(step.channel, self.now - cap.per)
+            sent = list(self.facts.recent_sends(step.channel, self.now - cap.per))
+            sent += [self.now] * self.sent_now.get(step.channel, 0)
             release = local_time.cap_release(sent, cap, self.now)
             if release is not None:
                 return release, "frequency cap"
         return None
 
     def wait(self, step: graph.Wait) -> bool:
-        pending = self._pending(step.id)
+        pending = self._pending(step.id, "wait")
         if pending is None:
             self.visit(step.id)
             until = self._wait_end(step)
@@ -279,7 +295,7 @@ class _Stepper:
                 self.record(step.id, history.WAITED, True, {"until": until.isoformat()})
                 return self.go(step.next)
             self.record(step.id, history.WAITING, True, {"until": until.isoformat()})
-            return self.park(until, {"step": step.id, "until": until.isoformat()})
+            return self.park(until, {"step": step.id, "kind": "wait", "until": until.isoformat()})
         until = datetime.fromisoformat(pending["until"])
         if until > self.now:
             return self.park(until, pending)
@@ -290,18 +306,19 @@ class _Stepper:
         tz = local_time.zone(self.facts.timezone(), self.options.fallback_timezone)
         if step.duration is not None:
             return self.now + step.duration
-        if step.until is not None:
-            return local_time.next_local_time(self.now, step.until, step.days, tz)
+        if step.until is not None:  # the next such time after arriving: a loop never spins
+            after = self.now + timedelta(seconds=1)
+            return local_time.next_local_time(after, step.until, step.days, tz)
         assert step.until_attribute is not None  # noqa: S101 - validation requires one kind
         value = self.facts.attribute(step.until_attribute)
         return local_time.wait_until_attribute(self.now, value, step.offset, step.at, tz)
 
     def wait_until(self, step: graph.WaitUntil) -> bool:
-        pending = self._pending(step.id)
+        pending = self._pending(step.id, "wait_until")
         if pending is None:
             self.visit(step.id)
             deadline = self.now + step.timeout if step.timeout is not None else None
-            pending = {"step": step.id, "since": self.now.isoformat()}
+            pending = {"step": step.id, "kind": "wait_until", "since": self.now.isoformat()}
             if deadline is not None:
                 pending["until"] = deadline.isoformat()
             detail = {"until": deadline.isoformat()} if deadline else {}

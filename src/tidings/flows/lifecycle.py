@@ -42,7 +42,8 @@ def resume(conn: Connection, clock: Clock, key: str) -> dict[str, Any]:
 
 def archive(conn: Connection, clock: Clock, key: str) -> dict[str, Any]:
     """End a flow for good: every run in progress exits with reason "flow archived" (with a
-    history record at the step it was on). `exited_runs` says how many."""
+    history record at the step it was on) and its queued messages are suppressed.
+    `exited_runs` says how many runs ended."""
     row = store.transition(conn, clock, key, "archive")
     now = clock.now()
     live = (_r.c.flow_id == row.id) & _r.c.ended_at.is_(None)
@@ -59,6 +60,12 @@ def archive(conn: Connection, clock: Clock, key: str) -> dict[str, Any]:
             wait_event=None,
             updated_at=now,
         )
+    )
+    m = tables.messages
+    conn.execute(  # what its runs queued and no channel has taken yet is not sent
+        update(m)
+        .where(m.c.flow_id == row.id, m.c.status == "queued")
+        .values(status="suppressed", error=ARCHIVED_REASON, updated_at=now)
     )
     return {**store.get(conn, key), "exited_runs": ended.rowcount}
 

@@ -24,20 +24,24 @@ from tidings.flows.matching import EventInfo, triggers
 
 #: The cursor this task reads the log with.
 CURSOR = "flows"
+#: Batches per call: a worker asked to stop finishes its round within a few of them.
+MAX_BATCHES = 10
 _e, _f, _r = tables.events, tables.flows, tables.flow_runs
 _COLUMNS = (_e.c.id, _e.c.tx, _e.c.contact_id, _e.c.name, _e.c.properties, _e.c.context)
 
 
 def process_events(engine_: Engine, clock: Clock, settings: Settings) -> int:
-    """Catch up with the log; returns the runs started or changed (not events read, so a
-    worker without flows stays idle)."""
+    """Catch up with the log, up to `MAX_BATCHES` batches; returns the runs started
+    or changed (not events read, so a worker without flows stays idle), at least 1 when
+    there is more to read (so the worker comes back at once)."""
     changed = 0
-    while True:
+    for _ in range(MAX_BATCHES):
         with engine_.begin() as conn:
             read, done = process_batch(conn, clock, settings)
         changed += done
         if read < settings.worker_batch_size:
             return changed
+    return max(changed, 1)
 
 
 def process_batch(conn: Connection, clock: Clock, settings: Settings) -> tuple[int, int]:

@@ -83,6 +83,8 @@ def event_matches(
         return False
     if not m.match_key:
         return True
+    if entry.reentry == "always":  # its runs' keys carry a "#..." of their own
+        run_key = run_key.rpartition("#")[0]
     return entry_key(entry, event) == run_key
 
 

@@ -47,10 +47,13 @@ def on_event(
 
 def _after_trigger(run: engine.Run, event: EventInfo) -> bool:
     trigger = run.state.get("trigger") or {}
-    if trigger.get("event_id") == event.id:
+    trigger_id = trigger.get("event_id")
+    if trigger_id == event.id:
         return False
     since = trigger.get("at")
     start = datetime.fromisoformat(since) if since else run.entered_at
+    if event.timestamp == start and isinstance(trigger_id, int):
+        return event.id > trigger_id  # the same instant: the log's order says which was first
     return event.timestamp >= start
 
 
@@ -71,10 +74,12 @@ def _wakes(flow: graph.Flow, run: engine.Run, event: EventInfo, now: datetime) -
     pending = run.state.get("pending") or {}
     if not isinstance(step, graph.WaitUntil) or pending.get("step") != step.id:
         return False
+    since = datetime.fromisoformat(pending["since"]) if "since" in pending else run.entered_at
+    until = datetime.fromisoformat(pending["until"]) if "until" in pending else None
+    if event.timestamp < since or (until is not None and event.timestamp > until):
+        return False  # before the wait began, or after it timed out: the else branch's
     if step.event is not None:
-        since = datetime.fromisoformat(pending["since"]) if "since" in pending else run.entered_at
-        m = step.event
-        return event.timestamp >= since and event_matches(m, event, flow.entry, run.entry_key, now)
+        return event_matches(step.event, event, flow.entry, run.entry_key, now)
     props = event.properties
     return _same_id(props.get("run"), run.id) and props.get("step") == step.message
 
@@ -97,9 +102,9 @@ def _number(value: Any) -> float | None:
 
 def _end(out: engine.Outcome, now: datetime, reason: str, detail: dict[str, Any]) -> None:
     r = out.run
-    out.records.append(
-        history.Record(r.step_id, history.EXITED, now, False, {"reason": reason, **detail})
-    )
+    # a run enrolled but not yet advanced has not entered its first step: it ends at none
+    at = r.step_id if "pending" in r.state else None
+    out.records.append(history.Record(at, history.EXITED, now, False, {"reason": reason, **detail}))
     r.status, r.end_reason = "exited", reason
     r.step_id, r.next_at, r.wait_event = None, None, None
     r.state.pop("pending", None)

@@ -14,7 +14,20 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, String, and_, cast, exists, func, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    String,
+    and_,
+    cast,
+    exists,
+    func,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 
 from tidings.clock import Clock
 from tidings.config import Settings
@@ -23,19 +36,23 @@ from tidings.flows import enrolment, graph, local_time, store
 
 _f, _c, _e = tables.flows, tables.contacts, tables.events
 CHUNK = 5000
+#: Flows checked per call, so a worker asked to stop is not held up for long.
+MAX_FLOWS = 10
 #: How far ahead a date trigger enrols (the run waits for its exact local time).
 LOOK_AHEAD = timedelta(days=1)
 
 
 def check_due(engine_: Engine, clock: Clock, settings: Settings) -> int:
-    """Check every flow whose scheduled trigger is due; returns the runs started."""
+    """Check the flows whose scheduled trigger is due (up to `MAX_FLOWS` per call; at
+    least 1 is returned when more are due); returns the runs started."""
     started = 0
-    while True:
+    for _ in range(MAX_FLOWS):
         with engine_.begin() as conn:
             row = _claim_due(conn, clock.now())
             if row is None:
                 return started
             started += check_flow(conn, clock, settings, row)
+    return max(started, 1)
 
 
 def _claim_due(conn: Connection, now: datetime) -> Row[*tuple[Any, ...]] | None:
@@ -72,12 +89,30 @@ def check_flow(
         candidates, next_check = iter(()), None
     started = 0
     for chunk in candidates:
+        if not isinstance(trigger, graph.ScoreReached):
+            chunk = _not_started(conn, row.id, chunk)
         got, _ = enrolment.enrol(conn, clock, row, flow, chunk)
         started += len(got)
     conn.execute(
         update(_f).where(_f.c.id == row.id).values(checked_at=now, next_check_at=next_check)
     )
     return started
+
+
+def _not_started(
+    conn: Connection, flow_id: int, chunk: list[enrolment.Candidate]
+) -> list[enrolment.Candidate]:
+    """The candidates whose qualification (the entry key: year, spell, occurrence) has not
+    started a run of the flow yet. The entry rules alone would start another for the same
+    birthday once the last one ended (`after_exit`), or at every check (`always`, whose
+    keys get a `#` suffix)."""
+    r = tables.flow_runs
+    ids = sorted({cand.contact_id for cand in chunk})
+    query = select(r.c.contact_id, r.c.entry_key).where(
+        r.c.flow_id == flow_id, r.c.contact_id.in_(ids)
+    )
+    started = {(cid, key.partition("#")[0]) for cid, key in conn.execute(query)}
+    return [cand for cand in chunk if (cand.contact_id, cand.key) not in started]
 
 
 def _chunks(items: Sequence[enrolment.Candidate]) -> Iterator[list[enrolment.Candidate]]:
@@ -132,7 +167,8 @@ def _date_value(conn: Connection, attribute: str) -> Any:
     if attribute == "created_at":
         return _c.c.created_at
     if conn.dialect.name == "postgresql":
-        return _c.c.attributes[attribute].astext
+        # the column is generic JSON (JSONB only as a variant): coerce for `->>`
+        return type_coerce(_c.c.attributes, JSONB)[attribute].astext
     return func.json_extract(_c.c.attributes, f'$."{attribute}"')
 
 

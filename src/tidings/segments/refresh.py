@@ -30,6 +30,8 @@ from tidings.segments import dependencies, membership
 
 #: The cursor this task reads the log with.
 CURSOR = "segments"
+#: Batches per call: a worker asked to stop finishes its round within a few of them.
+MAX_BATCHES = 10
 _RELATIVE_OPS = ("within_last", "within_next", "anniversary")
 _e = tables.events
 
@@ -39,11 +41,12 @@ def refresh(engine: Engine, clock: Clock, settings: Settings) -> int:
     changes made (events read are not counted, so a worker without segments stays idle).
     Each batch of events is one transaction."""
     changes = 0
-    while True:
+    for _ in range(MAX_BATCHES):
         batch, done = _refresh_batch(engine, clock, settings)
         changes += done
         if batch < settings.worker_batch_size:
             return changes
+    return max(changes, 1)  # more to read: come back at once
 
 
 def _refresh_batch(engine: Engine, clock: Clock, settings: Settings) -> tuple[int, int]:
