@@ -16,17 +16,35 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select, tuple_
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    Integer,
+    Row,
+    Select,
+    String,
+    and_,
+    false,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tidings import errors
 from tidings.clock import Clock
 from tidings.conditions import evaluate, snapshot
+from tidings.conditions import sql as conditions_sql
 from tidings.db import tables
+from tidings.db.types import UTCDateTime
 from tidings.flows import graph, history, store
 from tidings.flows.matching import EventInfo, entry_key
 
-_r, _c = tables.flow_runs, tables.contacts
+_r, _c, _s = tables.flow_runs, tables.contacts, tables.flow_run_steps
 MAX_API_CONTACTS = 10_000
 
 
@@ -179,6 +197,134 @@ def _entered(
         for run_id, row in runs
     ]
     conn.execute(insert(tables.flow_run_steps), rows)
+
+
+def enrol_query(
+    conn: Connection,
+    clock: Clock,
+    flow_row: Row[*tuple[Any, ...]],
+    flow: graph.Flow,
+    contact_ids: Select[Any],
+    *,
+    key: str = "",
+    source: str = "api",
+    properties: Mapping[str, Any] | None = None,
+) -> int:
+    """Start runs of `flow` for every contact `contact_ids` (a SELECT of contact ids) names
+    that may enter, all with entry key `key`, in two set-based statements (the runs, then
+    their `entered` history): the way in for a million contacts at once (API bulk,
+    a schedule over a segment). Same rules as `enrol`; returns the runs started."""
+    now = clock.now()
+    settings = flow.settings
+    if (settings.active_from is not None and now < settings.active_from) or (
+        settings.active_until is not None and now >= settings.active_until
+    ):
+        return 0
+    if flow.entry.reentry == "always":
+        key = f"{key}#{secrets.token_hex(6)}"  # the contact's own run, as `enrol` gives it
+    trigger: dict[str, Any] = {"source": source}
+    if properties:
+        trigger["properties"] = dict(properties)
+    who: ColumnElement[bool] = _c.c.id.in_(contact_ids)
+    if flow.entry.filter is not None:
+        from tidings.segments import membership
+
+        dialect = conn.dialect.name
+        rule = conditions_sql.compile(
+            flow.entry.filter, now=now, dialect=dialect, segments=membership.resolver(conn)
+        )
+        who = and_(who, rule)
+    runs = select(
+        literal(flow_row.id, BigInteger()),
+        literal(flow_row.version, Integer()),
+        _c.c.id,
+        literal(key, String()),
+        _entry_seq(flow_row.id, flow.entry.reentry, key),
+        literal("active", String()),
+        literal(flow.start, String()),
+        literal(now, UTCDateTime()),
+        literal({"trigger": trigger}, _r.c.state.type),
+        literal(now, UTCDateTime()),
+        literal(now, UTCDateTime()),
+    ).where(who)
+    columns = ["flow_id", "version", "contact_id", "entry_key", "entry_seq", "status"]
+    columns += ["step_id", "next_at", "state", "entered_at", "updated_at"]
+    detail = trigger | {"entry_key": key}
+    if conn.dialect.name == "postgresql":
+        return _insert_pg(conn, flow_row.id, columns, runs, detail, now)
+    return _insert_sqlite(conn, flow_row.id, columns, runs, detail, now)
+
+
+def _entry_seq(flow_id: int, reentry: str, key: str) -> ColumnElement[int]:
+    """`after_exit`: after the contact's earlier runs with this key; otherwise 0."""
+    if reentry != "after_exit":
+        return literal(0, Integer())
+    earlier = _r.alias("earlier")
+    return (
+        select(func.coalesce(func.max(earlier.c.entry_seq) + 1, 0))
+        .where(
+            earlier.c.flow_id == flow_id,
+            earlier.c.contact_id == _c.c.id,
+            earlier.c.entry_key == key,
+        )
+        .scalar_subquery()
+    )
+
+
+def _entered_select(
+    source: Any, flow_id: int, detail: dict[str, Any], now: datetime
+) -> Select[Any]:
+    """The `entered` history row of each run in `source` (a table or CTE with `id`)."""
+    return select(
+        source.c.id,
+        literal(flow_id, BigInteger()),
+        null(),
+        literal(history.ENTERED, String()),
+        false(),
+        literal(detail, _s.c.detail.type),
+        literal(now, UTCDateTime()),
+    )
+
+
+_HISTORY = ["run_id", "flow_id", "step_id", "action", "first", "detail", "at"]
+
+
+def _insert_pg(
+    conn: Connection,
+    flow_id: int,
+    columns: list[str],
+    runs: Select[Any],
+    detail: dict[str, Any],
+    now: datetime,
+) -> int:
+    """One statement: the runs (skipping those the unique indexes refuse) and, from what
+    that insert returns, their history."""
+    started = (
+        postgresql.insert(_r)
+        .from_select(columns, runs)
+        .on_conflict_do_nothing()
+        .returning(_r.c.id)
+        .cte("started")
+    )
+    entered = insert(_s).from_select(_HISTORY, _entered_select(started, flow_id, detail, now))
+    return int(conn.execute(entered.execution_options(preserve_rowcount=True)).rowcount)
+
+
+def _insert_sqlite(
+    conn: Connection,
+    flow_id: int,
+    columns: list[str],
+    runs: Select[Any],
+    detail: dict[str, Any],
+    now: datetime,
+) -> int:
+    """SQLite has one writer and never reuses a run id: the runs this insert starts are
+    exactly those above the highest id before it."""
+    before = conn.execute(select(func.coalesce(func.max(_r.c.id), 0))).scalar_one()
+    conn.execute(sqlite.insert(_r).from_select(columns, runs).on_conflict_do_nothing())
+    new = select(_r.c.id).where(_r.c.id > before).subquery()
+    entered = insert(_s).from_select(_HISTORY, _entered_select(new, flow_id, detail, now))
+    return int(conn.execute(entered.execution_options(preserve_rowcount=True)).rowcount)
 
 
 def enrol_api(

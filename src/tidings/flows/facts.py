@@ -1,9 +1,10 @@
 """What the engine may ask about contacts, read from the database for a batch of runs.
 
-`BatchFacts` loads each contact's zone and attributes once per batch and the recent sends
-of every capped channel in one query; conditions (`if`, exit conditions) load a snapshot of
-only what they mention. Sends decided earlier in the same batch count towards frequency
-caps too, so two flows advancing one contact in one batch cannot both pass a cap."""
+`BatchFacts` loads each contact's zone and attributes once per batch (when the engine
+first asks for one) and the recent sends of every capped channel in one query; conditions
+(`if`, exit conditions) load a snapshot of only what they mention. Sends decided earlier in
+the same batch count towards frequency caps too, so two flows advancing one contact in one
+batch cannot both pass a cap."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from sqlalchemy import Connection, select
 from tidings.conditions import evaluate, snapshot
 from tidings.conditions.evaluate import Explanation
 from tidings.conditions.nodes import Condition
-from tidings.db import tables
+from tidings.db import rows, tables
 from tidings.segments import membership
 
 #: Whether a template exists, by (channel, key). Until templates exist, every one does.
@@ -41,13 +42,30 @@ class BatchFacts:
         templates: TemplateCheck = any_template,
     ) -> None:
         self.conn, self.now, self.templates = conn, now, templates
-        self.profiles = _profiles(conn, contact_ids)
+        self.contact_ids = contact_ids
+        self.zones: dict[int, str | None] | None = None
+        self.profiles: dict[int, dict[str, Any]] | None = None
         self.sends: dict[tuple[int, str], list[datetime]] = defaultdict(list)
         if sends_since is not None and contact_ids:
             self.sends.update(_recent_sends(conn, contact_ids, sends_since))
 
     def for_contact(self, contact_id: int) -> ContactFacts:
         return ContactFacts(self, contact_id)
+
+    def zone(self, contact_id: int) -> str | None:
+        """The contact's time zone as stored; the whole batch's are read at the first ask
+        (a batch whose flows never ask reads none)."""
+        if self.profiles is not None:
+            return self.profiles.get(contact_id, {}).get("timezone")
+        if self.zones is None:
+            self.zones = _zones(self.conn, self.contact_ids)
+        return self.zones.get(contact_id)
+
+    def profile(self, contact_id: int) -> dict[str, Any]:
+        """The contact's zone, attributes and signup time, read like `zone`."""
+        if self.profiles is None:
+            self.profiles = _profiles(self.conn, self.contact_ids)
+        return self.profiles.get(contact_id, {})
 
     def sent(self, contact_id: int, channel: str, at: datetime) -> None:
         """A send decided in this batch (not yet in the ledger)."""
@@ -59,7 +77,6 @@ class ContactFacts:
 
     def __init__(self, batch: BatchFacts, contact_id: int) -> None:
         self.batch, self.contact_id = batch, contact_id
-        self.profile = batch.profiles.get(contact_id, {})
 
     def explain(self, condition: Condition) -> Explanation:
         conn, now = self.batch.conn, self.batch.now
@@ -74,34 +91,35 @@ class ContactFacts:
         return [t for t in self.batch.sends.get((self.contact_id, channel), []) if t >= since]
 
     def timezone(self) -> str | None:
-        zone = self.profile.get("timezone")
+        zone = self.batch.zone(self.contact_id)
         return zone if isinstance(zone, str) else None
 
     def attribute(self, name: str) -> Any:
-        if name in self.profile:
-            return self.profile[name]
-        attributes = self.profile.get("attributes") or {}
+        profile = self.batch.profile(self.contact_id)
+        if name in profile:
+            return profile[name]
+        attributes = profile.get("attributes") or {}
         return attributes.get(name) if isinstance(attributes, dict) else None
 
     def template_exists(self, channel: str, key: str) -> bool:
         return self.batch.templates(channel, key)
 
 
+def _zones(conn: Connection, contact_ids: Collection[int]) -> dict[int, str | None]:
+    c = tables.contacts
+    query = select(c.c.id, c.c.timezone).where(rows.among(conn, c.c.id, contact_ids))
+    return {contact_id: zone for contact_id, zone in conn.execute(query)}
+
+
 def _profiles(conn: Connection, contact_ids: Collection[int]) -> dict[int, dict[str, Any]]:
     c = tables.contacts
-    out: dict[int, dict[str, Any]] = {}
-    ids = sorted(contact_ids)
-    for start in range(0, len(ids), 5000):
-        query = select(c.c.id, c.c.timezone, c.c.attributes, c.c.created_at).where(
-            c.c.id.in_(ids[start : start + 5000])
-        )
-        for row in conn.execute(query):
-            out[row.id] = {
-                "timezone": row.timezone,
-                "attributes": row.attributes or {},
-                "created_at": row.created_at,
-            }
-    return out
+    query = select(c.c.id, c.c.timezone, c.c.attributes, c.c.created_at).where(
+        rows.among(conn, c.c.id, contact_ids)
+    )
+    return {
+        contact_id: {"timezone": zone, "attributes": attributes or {}, "created_at": created}
+        for contact_id, zone, attributes, created in conn.execute(query)
+    }
 
 
 def _recent_sends(
@@ -109,13 +127,11 @@ def _recent_sends(
 ) -> dict[tuple[int, str], list[datetime]]:
     m = tables.messages
     out: dict[tuple[int, str], list[datetime]] = defaultdict(list)
-    ids = sorted(contact_ids)
-    for start in range(0, len(ids), 5000):
-        query = select(m.c.contact_id, m.c.channel, m.c.created_at).where(
-            m.c.contact_id.in_(ids[start : start + 5000]),
-            m.c.created_at >= since,
-            m.c.status.not_in(("failed", "suppressed")),
-        )
-        for row in conn.execute(query):
-            out[(row.contact_id, row.channel)].append(row.created_at)
+    query = select(m.c.contact_id, m.c.channel, m.c.created_at).where(
+        rows.among(conn, m.c.contact_id, contact_ids),
+        m.c.created_at >= since,
+        m.c.status.not_in(("failed", "suppressed")),
+    )
+    for contact_id, channel, created in conn.execute(query):
+        out[(contact_id, channel)].append(created)
     return out

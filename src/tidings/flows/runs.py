@@ -11,15 +11,15 @@ advances them exactly once; no ledger row was written twice (or at all)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, Row, select
 
 from tidings.clock import Clock
 from tidings.config import Settings
-from tidings.db import tables
+from tidings.db import rows, tables
 from tidings.flows import effects, engine, graph, history, store
 from tidings.flows.facts import BatchFacts
 from tidings.messages import ledger
@@ -48,31 +48,44 @@ RUN_COLUMNS = (
 
 
 def as_run(row: Row[*tuple[Any, ...]]) -> engine.Run:
+    """A row whose first columns are `RUN_COLUMNS` as an `engine.Run` (read by position:
+    by name cost ~10 µs a row, a measurable share of a batch)."""
+    (
+        run_id, _, _, contact_id, entry_key, status, step_id, next_at, wait_event, state,
+        entered_at, end_reason, converted_at, converted_step, revenue,
+    ) = row[: len(RUN_COLUMNS)]  # fmt: skip
     return engine.Run(
-        id=row.id,
-        contact_id=row.contact_id,
-        status=row.status,
-        step_id=row.step_id,
-        next_at=row.next_at,
-        entered_at=row.entered_at,
-        entry_key=row.entry_key,
-        state=dict(row.state or {}),
-        wait_event=row.wait_event,
-        end_reason=row.end_reason,
-        converted_at=row.converted_at,
-        converted_step=row.converted_step,
-        revenue=row.revenue,
+        id=run_id,
+        contact_id=contact_id,
+        status=status,
+        step_id=step_id,
+        next_at=next_at,
+        entered_at=entered_at,
+        entry_key=entry_key,
+        state=dict(state or {}),
+        wait_event=wait_event,
+        end_reason=end_reason,
+        converted_at=converted_at,
+        converted_step=converted_step,
+        revenue=revenue,
     )
 
 
-def advance_due(engine_: Engine, clock: Clock, settings: Settings) -> int:
+def advance_due(
+    engine_: Engine,
+    clock: Clock,
+    settings: Settings,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
     """Advance every due run of every active flow, a batch per transaction; returns how
-    many runs were advanced."""
+    many runs were advanced (`on_batch` hears each batch's count: progress bars)."""
     total = 0
     while True:
         with engine_.begin() as conn:
             done = advance_batch(conn, clock, settings)
         total += done
+        if on_batch is not None:
+            on_batch(done)
         if done < settings.flow_batch_size:
             return total
 
@@ -95,7 +108,8 @@ def advance_batch(conn: Connection, clock: Clock, settings: Settings) -> int:
     rows = conn.execute(query).all()
     if not rows:
         return 0
-    flows = {(r.flow_id, r.version): store.graph(conn, r.flow_id, r.version) for r in rows}
+    versions = {(r.flow_id, r.version) for r in rows}
+    flows = {(f, v): store.graph(conn, f, v) for f, v in versions}
     facts = BatchFacts(
         conn, now, {r.contact_id for r in rows}, sends_since=_cap_horizon(flows.values(), now)
     )
@@ -139,79 +153,61 @@ def save(conn: Connection, clock: Clock, outcomes: Sequence[Saved]) -> None:
     now = clock.now()
     effects.apply_profile_changes(conn, clock, [(key, o) for _, key, _, o in outcomes])
     _update_runs(conn, [o.run for _, _, _, o in outcomes], now)
-    steps, intents = [], []
+    steps: list[tuple[Any, ...]] = []
+    intents = []
     for flow_id, key, _, outcome in outcomes:
         run = outcome.run
-        steps.extend(_history_rows(flow_id, run.id, outcome.records))
+        steps.extend(
+            (run.id, flow_id, rec.step_id, rec.action, rec.first, rec.detail, rec.at)
+            for rec in outcome.records
+        )
         for effect in outcome.effects:
             if isinstance(effect, engine.SendIntent):
                 intents.append(_intent(flow_id, key, run, effect, now))
-    if steps:
-        conn.execute(insert(tables.flow_run_steps), steps)
+    rows.insert_many(conn, tables.flow_run_steps, HISTORY_COLUMNS, steps)
     ledger.record(conn, intents)
 
 
+#: The columns `_update_runs` sets (after the run id), from an `engine.Run`.
+RUN_CHANGES = (
+    "status",
+    "step_id",
+    "next_at",
+    "wait_event",
+    "state",
+    "ended_at",
+    "end_reason",
+    "converted_at",
+    "converted_step",
+    "revenue",
+)
+HISTORY_COLUMNS = ("run_id", "flow_id", "step_id", "action", "first", "detail", "at")
+ENDED = ("completed", "exited", "failed")
+
+
 def _update_runs(conn: Connection, runs: Sequence[engine.Run], now: datetime) -> None:
-    if not runs:
-        return
-    ended = ("completed", "exited", "failed")
-    statement = (
-        update(_r)
-        .where(_r.c.id == bindparam("run_id"))
-        .values(
-            status=bindparam("status"),
-            step_id=bindparam("step_id"),
-            next_at=bindparam("next_at"),
-            wait_event=bindparam("wait_event"),
-            state=bindparam("state"),
-            updated_at=bindparam("updated_at"),
-            ended_at=bindparam("ended_at"),
-            end_reason=bindparam("end_reason"),
-            converted_at=bindparam("converted_at"),
-            converted_step=bindparam("converted_step"),
-            revenue=bindparam("revenue"),
+    changes = [
+        (
+            r.id,
+            r.status,
+            r.step_id,
+            r.next_at,
+            r.wait_event,
+            r.state,
+            now if r.status in ENDED else None,
+            r.end_reason,
+            r.converted_at,
+            r.converted_step,
+            r.revenue,
         )
-    )
-    params = [
-        {
-            "run_id": r.id,
-            "status": r.status,
-            "step_id": r.step_id,
-            "next_at": r.next_at,
-            "wait_event": r.wait_event,
-            "state": r.state,
-            "updated_at": now,
-            "ended_at": now if r.status in ended else None,
-            "end_reason": r.end_reason,
-            "converted_at": r.converted_at,
-            "converted_step": r.converted_step,
-            "revenue": r.revenue,
-        }
         for r in runs
     ]
-    conn.execute(statement, params)
-
-
-def _history_rows(
-    flow_id: int, run_id: int, records: Sequence[history.Record]
-) -> list[dict[str, Any]]:
-    return [
-        {
-            "run_id": run_id,
-            "flow_id": flow_id,
-            "step_id": rec.step_id,
-            "action": rec.action,
-            "first": rec.first,
-            "detail": rec.detail,
-            "at": rec.at,
-        }
-        for rec in records
-    ]
+    rows.update_many(conn, _r, "id", RUN_CHANGES, changes, {"updated_at": now})
 
 
 def _intent(
     flow_id: int, key: str, run: engine.Run, intent: engine.SendIntent, now: datetime
-) -> dict[str, Any]:
+) -> tuple[Any, ...]:
     payload = {"flow": key, "run": run.id, "step": intent.step_id, **dict(intent.params)}
     return ledger.intent_row(
         contact_id=run.contact_id,

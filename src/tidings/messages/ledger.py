@@ -13,20 +13,34 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.dialects import postgresql, sqlite
 
+from tidings.db import rows as db_rows
 from tidings.db import tables
 
 QUEUED = "queued"
 
 
-def record(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert send intents (dicts of `messages` columns); an intent already recorded for
-    the same (run, step, occurrence) is left as it is."""
-    if not rows:
-        return
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    conn.execute(dialect_insert(tables.messages).on_conflict_do_nothing(), list(rows))
+#: The columns of a send intent's row, in the order `intent_row` gives them.
+INTENT_COLUMNS = (
+    "contact_id",
+    "channel",
+    "status",
+    "flow_id",
+    "run_id",
+    "step_id",
+    "occurrence",
+    "template",
+    "payload",
+    "due_at",
+    "created_at",
+    "updated_at",
+)
+
+
+def record(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert send intents (`intent_row`s) in one statement; an intent already recorded
+    for the same (run, step, occurrence) is left as it is."""
+    db_rows.insert_many(conn, tables.messages, INTENT_COLUMNS, rows, skip_conflicts=True)
 
 
 def intent_row(
@@ -41,19 +55,19 @@ def intent_row(
     payload: dict[str, Any],
     due_at: datetime,
     now: datetime,
-) -> dict[str, Any]:
-    """The `messages` row of one queued send intent."""
-    return {
-        "contact_id": contact_id,
-        "channel": channel,
-        "status": QUEUED,
-        "flow_id": flow_id,
-        "run_id": run_id,
-        "step_id": step_id,
-        "occurrence": occurrence,
-        "template": template,
-        "payload": payload,
-        "due_at": due_at,
-        "created_at": now,
-        "updated_at": now,
-    }
+) -> tuple[Any, ...]:
+    """The `messages` row of one queued send intent (values of `INTENT_COLUMNS`)."""
+    return (
+        contact_id,
+        channel,
+        QUEUED,
+        flow_id,
+        run_id,
+        step_id,
+        occurrence,
+        template,
+        payload,
+        due_at,
+        now,
+        now,
+    )
