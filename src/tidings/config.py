@@ -107,6 +107,112 @@ class Settings(BaseSettings):
         "working after at most this long.",
     )
 
+    # -- email ---------------------------------------------------------------------------
+    smtp_url: str = Field(
+        "",
+        description="Where email goes: `smtp://user:pass@host:587?starttls` (STARTTLS), "
+        "`smtps://user:pass@host:465` (TLS from the start) or `smtp://host:25` (plain, for a "
+        "local relay). Empty: the built-in catcher keeps every message and lists it at "
+        "`/v1/catcher`, so nothing leaves the machine.",
+    )
+    smtp_routes: dict[str, str] = Field(
+        {},
+        description='SMTP servers by sender domain, as JSON: `{"news.example.com": '
+        '"smtps://..."}`. Mail from other domains goes to `TIDINGS_SMTP_URL`.',
+    )
+    smtp_connections: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Persistent SMTP connections per sending process (per server). At most "
+        "this many messages are ever being handed over at once by one process.",
+    )
+    smtp_timeout_seconds: float = Field(
+        30.0, gt=0, le=600, description="Longest wait for one SMTP reply before giving up."
+    )
+    send_rate_per_second: float = Field(
+        0,
+        ge=0,
+        description="Most emails handed to SMTP per second, across every worker sharing the "
+        "database (0: no limit).",
+    )
+    send_rate_per_hour: int = Field(
+        0,
+        ge=0,
+        description="Most emails handed to SMTP per hour, across every worker (0: no limit).",
+    )
+    send_batch_size: int = Field(
+        500,
+        ge=1,
+        le=10_000,
+        description="Queued emails a sender claims at a time (its lease covers them all).",
+    )
+    send_lease_seconds: float = Field(
+        300.0,
+        ge=5,
+        le=86_400,
+        description="How long a claimed email may wait for its hand-off, and how long a "
+        "hand-off may take, before another worker takes over. A message whose hand-off "
+        "outlives this becomes `unknown`: reported, never sent again.",
+    )
+    send_max_attempts: int = Field(
+        8,
+        ge=1,
+        le=50,
+        description="Hand-offs of one email before a temporary failure (SMTP 4xx) becomes "
+        "final; retries back off exponentially from `TIDINGS_SEND_RETRY_SECONDS`.",
+    )
+    send_retry_seconds: float = Field(
+        60.0, gt=0, le=86_400, description="Wait before the first retry; doubled each time."
+    )
+    mail_from: str = Field(
+        "Tidings <tidings@localhost>",
+        description="The From of templates that do not set their own (`Name <address>`).",
+    )
+    postal_address: str = Field(
+        "",
+        description="The sender's postal address, shown in the footer of marketing email "
+        "(CAN-SPAM). Templates may also set their own.",
+    )
+    bounce_address: str = Field(
+        "",
+        description="Envelope sender (Return-Path) base for bounces, e.g. "
+        "`bounces@mail.example.com`; each message goes out as "
+        "`bounces+<token>@mail.example.com` (VERP), so a bounce names its message. Empty: "
+        "`bounces@` the From address's domain.",
+    )
+    imap_url: str = Field(
+        "",
+        description="A mailbox to collect bounces and complaints from, e.g. "
+        "`imaps://user:pass@imap.example.com/INBOX`. Empty: bounces arrive only at "
+        "`POST /v1/inbound/email`.",
+    )
+    imap_poll_seconds: float = Field(
+        60.0, ge=5, le=86_400, description="How often the IMAP mailbox is read."
+    )
+    inbound_max_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=1024,
+        description="Largest inbound email (bounce, complaint) accepted for processing.",
+    )
+    render_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="Longest time rendering one message may take; a template that takes "
+        "longer fails that message (with the reason in the ledger), never the queue.",
+    )
+    render_max_bytes: int = Field(
+        2 * 1024 * 1024,
+        ge=1024,
+        description="Largest rendered message body; a larger one fails that message.",
+    )
+    catcher_keep: int = Field(
+        1000,
+        ge=1,
+        description="Newest messages the built-in catcher keeps; older ones are dropped.",
+    )
+
     @model_validator(mode="after")
     def _refuse_default_secret_in_production(self) -> Settings:
         if self.env == "production" and self.secret_key.get_secret_value() == DEFAULT_SECRET:
@@ -120,6 +226,13 @@ class Settings(BaseSettings):
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"{value!r} is not an IANA time zone") from None
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_scheme(cls, value: str) -> str:
+        if value and value.split(":", 1)[0] not in ("smtp", "smtps", "catcher"):
+            raise ValueError("must start with smtp://, smtps:// or catcher://")
         return value
 
     @property

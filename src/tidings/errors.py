@@ -88,3 +88,17 @@ class Conflict(TidingsError):
 
     status = 409
     code = "conflict"
+
+
+class RenderFailed(TidingsError):
+    """The template could not be rendered."""
+
+    status = 422
+    code = "render_failed"
+
+
+class ChannelUnavailable(TidingsError):
+    """The delivery channel (SMTP server, SMS provider) cannot be reached."""
+
+    status = 502
+    code = "channel_unavailable"

@@ -112,6 +112,18 @@ def among(
     return column.in_(select(each.table_valued("value").c.value))
 
 
+def among_text(
+    conn: Connection, column: ColumnElement[Any], values: Collection[str]
+) -> ColumnElement[bool]:
+    """`column IN (values)` for strings, as ONE bound parameter (like `among`)."""
+    document = orjson.dumps(list(values)).decode()
+    if conn.dialect.name == "postgresql":
+        elements = func.jsonb_array_elements_text(cast(bindparam(None, document), postgresql.JSONB))
+        return column.in_(select(elements.table_valued("value").c.value))
+    each = func.json_each(bindparam(None, document, type_=Text()))
+    return column.in_(select(each.table_valued("value").c.value))
+
+
 # -- SQLite: values as the driver takes them --------------------------------------------
 
 

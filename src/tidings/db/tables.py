@@ -11,23 +11,14 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     Table,
     Text,
 )
 
+from tidings.db import tables_delivery as _delivery
+from tidings.db.metadata import metadata as metadata
 from tidings.db.types import BigId, Json, UTCDateTime, current_tx
-
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
 
 # -- contacts ---------------------------------------------------------------------------
 
@@ -360,6 +351,17 @@ messages = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime),
     Column("error", Text),
+    Column("template_version", Integer, doc="The template version the message was made from."),
+    Column("address", String(320), doc="Where it went: the address or number at send time."),
+    Column("message_ref", String(255), doc="The Message-ID header, without angle brackets."),
+    Column("attempts", Integer, nullable=False, server_default="0", doc="Hand-offs so far."),
+    Column(
+        "lease_until",
+        UTCDateTime,
+        doc="A queued row claimed by a sender until then; a `sending` row that is still "
+        "sending then was lost mid hand-off and becomes `unknown`.",
+    ),
+    Column("links", Json, doc="The tracked links' targets that differ per message."),
     CheckConstraint("channel IN ('email', 'sms', 'webhook', 'notify')", name="message_channel"),
     CheckConstraint(
         "status IN ('queued', 'sending', 'sent', 'failed', 'suppressed', 'unknown')",
@@ -375,10 +377,36 @@ Index(
     messages.c.occurrence,
     unique=True,
 )
-Index("ix_messages_status_due_at", messages.c.status, messages.c.due_at)
+# What a sender claims next: `status = 'queued' AND channel = ? ORDER BY due_at`; also the
+# reaper's `status = 'sending'`.
+Index(
+    "ix_messages_status_channel_due_at",
+    messages.c.status,
+    messages.c.channel,
+    messages.c.due_at,
+)
+# Asynchronous bounces and complaints name the message by its Message-ID.
+Index("ix_messages_message_ref", messages.c.message_ref)
 Index(
     "ix_messages_contact_id_channel_created_at",
     messages.c.contact_id,
     messages.c.channel,
     messages.c.created_at,
 )
+
+# The delivery tables are defined in their own module, on the same metadata.
+
+message_history: Table = _delivery.message_history
+templates: Table = _delivery.templates
+template_versions: Table = _delivery.template_versions
+suppressions: Table = _delivery.suppressions
+bounces: Table = _delivery.bounces
+inbound_emails: Table = _delivery.inbound_emails
+dkim_keys: Table = _delivery.dkim_keys
+caught_emails: Table = _delivery.caught_emails
+send_quotas: Table = _delivery.send_quotas
+alerts: Table = _delivery.alerts
+MESSAGE_EVENTS: tuple[str, ...] = _delivery.MESSAGE_EVENTS
+TEMPLATE_KINDS: tuple[str, ...] = _delivery.TEMPLATE_KINDS
+SUPPRESSION_SCOPES: tuple[str, ...] = _delivery.SUPPRESSION_SCOPES
+BOUNCE_KINDS: tuple[str, ...] = _delivery.BOUNCE_KINDS
